@@ -1,0 +1,32 @@
+//! # sixfs — a bcachefs-style copy-on-write filesystem in userspace
+//!
+//! The whole filesystem lives in this library; the binaries (`mkfs.sixfs`, `fsck.sixfs`,
+//! `mount.sixfs`, `sixfs-debug`) only parse arguments and format output.
+//!
+//! Layers point one way down (a module may use only the modules listed below it):
+//!
+//! ```text
+//!   init/      mkfs (format a device), opening a filesystem, the superblock check of fsck
+//!   inspect/   read-only views for sixfs-debug and fsck (superblock, ...)
+//!   btree/     keys, nodes, node cache, SIX-locked paths, transactions, COW updates
+//!   journal/   jsets, pins, reclaim, replay input, blacklist
+//!   sb/        superblock placement: read every copy, pick the newest valid, write all copies
+//!   sync/      SIX lock, two-state (add/block) lock, write barrier, sharded counters
+//!   util/      generic radix tree, dynamic fault injection
+//!   dev/       block devices: image file, raw device, in-memory crash device
+//!   format/    on-disk codecs (no IO): superblock, ...
+//!   units      Sector, BucketIdx, JournalSeq, ... (no dependencies)
+//! ```
+//!
+//! `error` stands outside the order: it wraps each layer's error and holds the one errno table.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod dev;
+pub mod error;
+pub mod format;
+pub mod sync;
+pub mod units;
+pub mod util;
+
+pub use error::{Error, Result};

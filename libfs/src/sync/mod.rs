@@ -1,0 +1,1 @@
+//! Concurrency primitives (filled in by the primitives issue).
