@@ -6,17 +6,21 @@
 //! Layers point one way down (a module may use only the modules listed below it):
 //!
 //! ```text
-//!   init/      mkfs (format a device), opening a filesystem, the superblock check of fsck
+//!   recovery/  fsck: the problem table (stable ids) and the check passes
+//!   init/      mkfs: choose geometry, refuse devices in use, write the superblocks
 //!   inspect/   read-only views for sixfs-debug and fsck (superblock, ...)
 //!   btree/     keys, nodes, node cache, SIX-locked paths, transactions, COW updates
 //!   journal/   jsets, pins, reclaim, replay input, blacklist
 //!   sb/        superblock placement: read every copy, pick the newest valid, write all copies
-//!   sync/      SIX lock, two-state (add/block) lock, write barrier, sharded counters
-//!   util/      generic radix tree, dynamic fault injection
 //!   dev/       block devices: image file, raw device, in-memory crash device
 //!   format/    on-disk codecs (no IO): superblock, ...
+//!   sync/      SIX lock, two-state (add/block) lock, write barrier, sharded counters
+//!   util/      generic radix tree, dynamic fault injection
 //!   units      Sector, BucketIdx, JournalSeq, ... (no dependencies)
 //! ```
+//!
+//! `sync/` and `util/` depend on nothing else in the crate, so they sit at the bottom: that
+//! lets fault sites live on the device IO paths. `scripts/check-layers.sh` enforces the order.
 //!
 //! `error` stands outside the order: it wraps each layer's error and holds the one errno table.
 #![deny(unsafe_code)]
@@ -25,6 +29,10 @@
 pub mod dev;
 pub mod error;
 pub mod format;
+pub mod init;
+pub mod inspect;
+pub mod recovery;
+pub mod sb;
 pub mod sync;
 pub mod units;
 pub mod util;

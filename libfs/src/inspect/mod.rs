@@ -1,0 +1,3 @@
+//! Read-only views of an image for `sixfs-debug` and `fsck` output.
+
+pub mod superblock;
