@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../libfs/src"
 # Lowest first. `error` and `lib` stand outside the order.
-order=(units sync util format dev sb journal btree init inspect recovery)
+order=(units sync util format dev sb journal btree recovery init inspect)
 status=0
 for ((i = 0; i < ${#order[@]}; i++)); do
   layer=${order[$i]}

@@ -6,9 +6,9 @@
 //! Layers point one way down (a module may use only the modules listed below it):
 //!
 //! ```text
-//!   recovery/  fsck: the problem table (stable ids) and the check passes
-//!   init/      mkfs: choose geometry, refuse devices in use, write the superblocks
-//!   inspect/   read-only views for sixfs-debug and fsck (superblock, ...)
+//!   inspect/   read-only views for sixfs-debug and fsck (superblock, keys, nodes, journal)
+//!   init/      mkfs: choose geometry, refuse devices in use, write superblocks and empty btrees
+//!   recovery/  open (journal replay, blacklist), clean close, fsck and its problem table
 //!   btree/     keys, nodes, node cache, SIX-locked paths, transactions, COW updates
 //!   journal/   jsets, pins, reclaim, replay input, blacklist
 //!   sb/        superblock placement: read every copy, pick the newest valid, write all copies
@@ -26,11 +26,13 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod btree;
 pub mod dev;
 pub mod error;
 pub mod format;
 pub mod init;
 pub mod inspect;
+pub mod journal;
 pub mod recovery;
 pub mod sb;
 pub mod sync;

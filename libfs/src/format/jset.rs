@@ -279,6 +279,17 @@ fn decode_jentry(buf: &[u8]) -> Result<(JEntry<'_>, usize), FormatError> {
     Ok((e, JENTRY_HEADER_BYTES + len))
 }
 
+/// Checks a run of journal entries outside a jset (a clean section) and iterates them;
+/// `None` if any entry is invalid.
+pub fn entries_iter(entries: &[u8]) -> Option<JEntryIter<'_>> {
+    let mut at = 0;
+    while at < entries.len() {
+        let (_, l) = decode_jentry(entries.get(at..)?).ok()?;
+        at += l;
+    }
+    Some(JEntryIter { rest: entries })
+}
+
 /// Decodes the jset at the start of `buf`.
 pub fn decode_jset(buf: &[u8], magic: u64, csum: ChecksumType, block_size: usize) -> Result<Jset<'_>, JsetError> {
     let Ok((h, _)) = JsetDisk::ref_from_prefix(buf) else {

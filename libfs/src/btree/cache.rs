@@ -1,0 +1,92 @@
+//! The node cache: nodes by disk address, with bounded memory.
+//!
+//! A node is identified by its disk address (structural changes make new nodes at new
+//! addresses, so nothing is ever re-keyed). Eviction drops clean nodes nobody references:
+//! the cache holds one `Arc` per node, so a node whose strong count is 1 is not locked by
+//! anyone, not a root (the store holds roots) and not dirty (the dirty list holds dirty
+//! nodes). A second-chance bit spares recently used nodes for one round.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+
+use super::node::Node;
+
+/// The node cache.
+#[derive(Debug)]
+pub(crate) struct NodeCache {
+    map: Mutex<HashMap<u64, Arc<Node>>>,
+    limit: usize,
+}
+
+impl NodeCache {
+    /// A cache that tries to keep at most `limit` nodes.
+    pub(crate) fn new(limit: usize) -> NodeCache {
+        NodeCache { map: Mutex::new(HashMap::new()), limit: limit.max(16) }
+    }
+
+    /// The node at `addr`, if cached.
+    #[inline]
+    pub(crate) fn get(&self, addr: u64) -> Option<Arc<Node>> {
+        let n = self.map.lock().get(&addr).cloned();
+        if let Some(n) = &n {
+            n.accessed.store(true, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Inserts `node`, or returns the node already cached at its address.
+    pub(crate) fn insert(&self, node: Arc<Node>) -> Arc<Node> {
+        let mut m = self.map.lock();
+        let n = m.entry(node.addr).or_insert(node).clone();
+        let over = m.len() > self.limit + self.limit / 8;
+        drop(m);
+        if over {
+            self.evict();
+        }
+        n
+    }
+
+    /// Removes the node at `addr` (it was replaced).
+    pub(crate) fn remove(&self, addr: u64) {
+        self.map.lock().remove(&addr);
+    }
+
+    /// Number of cached nodes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// Evicts unreferenced clean nodes until at most `limit` remain (or none can go).
+    pub(crate) fn evict(&self) {
+        let mut m = self.map.lock();
+        for round in 0..2 {
+            if m.len() <= self.limit {
+                return;
+            }
+            let mut victims = Vec::new();
+            for (addr, n) in m.iter() {
+                if Arc::strong_count(n) != 1 || n.ws.lock().is_dirty() {
+                    continue;
+                }
+                if round == 0 && n.accessed.swap(false, Ordering::Relaxed) {
+                    continue;
+                }
+                victims.push(*addr);
+                if m.len() - victims.len() <= self.limit {
+                    break;
+                }
+            }
+            for a in victims {
+                m.remove(&a);
+            }
+        }
+    }
+
+    /// All cached nodes (for flushing and checks).
+    pub(crate) fn nodes(&self) -> Vec<Arc<Node>> {
+        self.map.lock().values().cloned().collect()
+    }
+}

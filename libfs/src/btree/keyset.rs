@@ -1,0 +1,251 @@
+//! A sorted set of keys: the in-memory form of a bset.
+//!
+//! Key records are kept in their on-disk encoding in an append-only byte buffer; a sorted
+//! array of small entries (position, offset, length, type) indexes them, so searching is a
+//! binary search over a dense array and writing a set out is a copy of its records.
+//!
+//! Invariants: `ents` is sorted by position with no duplicates; every entry points at a
+//! valid record in `buf` (records were validated when decoded from disk, or encoded by us);
+//! `live_bytes` is the sum of the lengths of the records the entries point at (overwritten
+//! records left in `buf` are garbage until the set is rebuilt).
+
+use crate::format::bkey::{KEY_HEADER_BYTES, KeyRef, KeyType, Pos, encode_key};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ent {
+    pub(crate) pos: Pos,
+    off: u32,
+    len: u16,
+    typ: KeyType,
+}
+
+/// A sorted set of keys.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeySet {
+    buf: Vec<u8>,
+    ents: Vec<Ent>,
+    live_bytes: usize,
+}
+
+impl KeySet {
+    pub(crate) fn new() -> KeySet {
+        KeySet::default()
+    }
+
+    pub(crate) fn with_capacity(keys: usize, bytes: usize) -> KeySet {
+        KeySet { buf: Vec::with_capacity(bytes), ents: Vec::with_capacity(keys), live_bytes: 0 }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ents.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ents.is_empty()
+    }
+
+    /// Encoded bytes of the live records.
+    pub(crate) fn live_bytes(&self) -> usize {
+        self.live_bytes
+    }
+
+    /// Bytes of memory used.
+    pub(crate) fn mem_bytes(&self) -> usize {
+        self.buf.capacity() + self.ents.capacity() * size_of::<Ent>()
+    }
+
+    /// Index of the first entry with position ≥ `pos`.
+    #[inline]
+    pub(crate) fn lower_bound(&self, pos: Pos) -> usize {
+        self.ents.partition_point(|e| e.pos < pos)
+    }
+
+    /// Index of the first entry with position > `pos`.
+    #[inline]
+    pub(crate) fn upper_bound(&self, pos: Pos) -> usize {
+        self.ents.partition_point(|e| e.pos <= pos)
+    }
+
+    #[inline]
+    pub(crate) fn ent(&self, i: usize) -> Option<&Ent> {
+        self.ents.get(i)
+    }
+
+    /// The key at entry `i`.
+    #[inline]
+    pub(crate) fn key(&self, i: usize) -> Option<KeyRef<'_>> {
+        let e = self.ents.get(i)?;
+        let off = e.off as usize;
+        let rec = self.buf.get(off..off + usize::from(e.len))?;
+        let size = u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]);
+        Some(KeyRef { pos: e.pos, typ: e.typ, size, val: &rec[KEY_HEADER_BYTES..] })
+    }
+
+    /// The record bytes of entry `i`.
+    pub(crate) fn record(&self, i: usize) -> Option<&[u8]> {
+        let e = self.ents.get(i)?;
+        let off = e.off as usize;
+        self.buf.get(off..off + usize::from(e.len))
+    }
+
+    /// Exact lookup.
+    #[inline]
+    pub(crate) fn find(&self, pos: Pos) -> Option<usize> {
+        let i = self.lower_bound(pos);
+        (self.ents.get(i)?.pos == pos).then_some(i)
+    }
+
+    fn append_record(&mut self, k: &KeyRef<'_>) -> Ent {
+        let off = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
+        encode_key(&mut self.buf, k.pos, k.typ, k.size, k.val);
+        let len = u16::try_from(k.encoded_len()).unwrap_or(u16::MAX);
+        Ent { pos: k.pos, off, len, typ: k.typ }
+    }
+
+    /// Inserts or replaces `k`. Returns the length of the record it replaced, if any.
+    pub(crate) fn insert(&mut self, k: &KeyRef<'_>) -> Option<usize> {
+        let e = self.append_record(k);
+        let i = self.lower_bound(k.pos);
+        self.live_bytes += usize::from(e.len);
+        match self.ents.get_mut(i) {
+            Some(old) if old.pos == k.pos => {
+                let prev = usize::from(old.len);
+                *old = e;
+                self.live_bytes -= prev;
+                Some(prev)
+            }
+            _ => {
+                self.ents.insert(i, e);
+                None
+            }
+        }
+    }
+
+    /// Appends `k`, which must sort after every key in the set.
+    pub(crate) fn push_sorted(&mut self, k: &KeyRef<'_>) {
+        debug_assert!(self.ents.last().is_none_or(|l| l.pos < k.pos));
+        let e = self.append_record(k);
+        self.live_bytes += usize::from(e.len);
+        self.ents.push(e);
+    }
+
+    /// Builds a set from validated, strictly increasing key records.
+    pub(crate) fn from_records(records: &[u8], nkeys: usize) -> KeySet {
+        let mut s = KeySet::with_capacity(nkeys, records.len());
+        s.buf.extend_from_slice(records);
+        let mut at = 0usize;
+        while at + KEY_HEADER_BYTES <= records.len() {
+            let len = usize::from(u16::from_le_bytes([records[at], records[at + 1]]));
+            if len < KEY_HEADER_BYTES || at + len > records.len() {
+                break;
+            }
+            let Some(pos) = crate::format::bkey::peek_pos(&records[at..]) else { break };
+            let typ = KeyType::from_u8(records[at + 2]).unwrap_or(KeyType::Deleted);
+            s.ents.push(Ent {
+                pos,
+                off: u32::try_from(at).unwrap_or(u32::MAX),
+                len: u16::try_from(len).unwrap_or(u16::MAX),
+                typ,
+            });
+            s.live_bytes += len;
+            at += len;
+        }
+        s
+    }
+
+    /// Appends the records of all entries, in order, to `out`.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        for i in 0..self.ents.len() {
+            if let Some(r) = self.record(i) {
+                out.extend_from_slice(r);
+            }
+        }
+    }
+
+    /// Iterates keys in order.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = KeyRef<'_>> + '_ {
+        (0..self.ents.len()).filter_map(move |i| self.key(i))
+    }
+
+    /// Merges `sets` (oldest first) into one set: for a position in several sets the newest
+    /// wins; with `drop_deleted`, whiteouts are dropped.
+    pub(crate) fn merge(sets: &[&KeySet], drop_deleted: bool) -> KeySet {
+        let total: usize = sets.iter().map(|s| s.len()).sum();
+        let bytes: usize = sets.iter().map(|s| s.live_bytes).sum();
+        let mut out = KeySet::with_capacity(total, bytes);
+        let mut idx = vec![0usize; sets.len()];
+        loop {
+            // Smallest position among the heads; ties go to the newest set.
+            let mut best: Option<(Pos, usize)> = None;
+            for (si, s) in sets.iter().enumerate() {
+                if let Some(e) = s.ents.get(idx[si])
+                    && best.is_none_or(|(p, _)| e.pos <= p)
+                {
+                    best = Some((e.pos, si));
+                }
+            }
+            let Some((pos, si)) = best else { break };
+            if let Some(k) = sets[si].key(idx[si])
+                && !(drop_deleted && k.typ == KeyType::Deleted)
+            {
+                out.push_sorted(&k);
+            }
+            for (sj, s) in sets.iter().enumerate() {
+                if s.ents.get(idx[sj]).is_some_and(|e| e.pos == pos) {
+                    idx[sj] += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::bkey::Key;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        #[test]
+        fn keyset_matches_a_btreemap(ops in proptest::collection::vec((0u64..64, any::<bool>(), 0u8..255), 0..300)) {
+            let mut s = KeySet::new();
+            let mut m: BTreeMap<Pos, Key> = BTreeMap::new();
+            for (p, del, v) in ops {
+                let pos = Pos::new(p, 0, 0);
+                let k = if del { Key::deleted(pos) } else { Key::cookie(pos, &vec![v; usize::from(v % 7)]) };
+                s.insert(&k.as_ref());
+                m.insert(pos, k);
+            }
+            let got: Vec<Key> = s.iter().map(|k| k.to_owned()).collect();
+            let want: Vec<Key> = m.values().cloned().collect();
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(s.live_bytes(), want.iter().map(|k| k.encoded_len()).sum::<usize>());
+            let mut enc = Vec::new();
+            s.encode_into(&mut enc);
+            let r = KeySet::from_records(&enc, s.len());
+            prop_assert_eq!(r.iter().map(|k| k.to_owned()).collect::<Vec<_>>(), want);
+        }
+
+        #[test]
+        fn merge_takes_the_newest_version(a in proptest::collection::vec((0u64..32, any::<bool>()), 0..50),
+                                          b in proptest::collection::vec((0u64..32, any::<bool>()), 0..50)) {
+            let mut m: BTreeMap<Pos, Key> = BTreeMap::new();
+            let mut sets = vec![KeySet::new(), KeySet::new()];
+            for (i, ops) in [a, b].into_iter().enumerate() {
+                for (p, del) in ops {
+                    let pos = Pos::new(p, 0, 0);
+                    let k = if del { Key::deleted(pos) } else { Key::cookie(pos, &[i as u8]) };
+                    sets[i].insert(&k.as_ref());
+                    m.insert(pos, k);
+                }
+            }
+            let merged = KeySet::merge(&[&sets[0], &sets[1]], false);
+            prop_assert_eq!(merged.iter().map(|k| k.to_owned()).collect::<Vec<_>>(), m.values().cloned().collect::<Vec<_>>());
+            let live = KeySet::merge(&[&sets[0], &sets[1]], true);
+            prop_assert_eq!(live.iter().map(|k| k.to_owned()).collect::<Vec<_>>(),
+                m.values().filter(|k| !k.is_deleted()).cloned().collect::<Vec<_>>());
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Transactions: lookups, iterators, queued updates and commit.
+//!
+//! A transaction queues its updates and sees them in its own lookups (an overlay over the
+//! tree). Between calls it holds no locks: a lookup locks the path down to the leaf, copies
+//! what it needs and unlocks; an iterator remembers its leaf and the leaf's lock seq, so the
+//! next step is one `relock` when nothing changed. Commit takes intent locks on the leaves
+//! it changes (in btree, position order), checks every leaf has room (else drops everything,
+//! splits or compacts, and restarts), reserves journal space for the keys, takes the write
+//! locks, inserts, pins the journal seq in each leaf, and unlocks. Nothing can fail after the
+//! journal reservation.
+//!
+//! Restarts ([`TransError::Restart`]) mean "drop everything and run the transaction again";
+//! [`super::Btree::run`] does that and counts the reasons. Transaction bodies must therefore
+//! be idempotent.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::node::Node;
+use super::{Btree, BtreeError, RestartReason, TransError, interior, io};
+use crate::format::bkey::{KEY_HEADER_BYTES, Key, KeyRef, KeyType, MAX_VAL_BYTES, POS_MAX, Pos};
+use crate::format::btree_id::BtreeId;
+use crate::format::btree_node::{ENTRY_HEADER_BYTES, entry_disk_bytes};
+use crate::format::btree_ptr::BtreePtr;
+use crate::format::jset::{JEntryType, push_entry_header};
+use crate::sync::six::SixLockType;
+
+/// A transaction.
+#[derive(Debug)]
+pub struct BtreeTrans<'a> {
+    bt: &'a Btree,
+    updates: BTreeMap<(BtreeId, Pos), Key>,
+}
+
+/// A cursor over one btree, used through [`BtreeTrans::next`], [`BtreeTrans::prev`] and
+/// [`BtreeTrans::peek`].
+#[derive(Debug, Clone)]
+pub struct BtreeIter {
+    btree: BtreeId,
+    pos: Option<Pos>,
+    leaf: Option<(Arc<Node>, u32)>,
+}
+
+impl BtreeIter {
+    /// The cursor position (`None` once it ran off either end).
+    pub fn pos(&self) -> Option<Pos> {
+        self.pos
+    }
+}
+
+fn corrupt_node(n: &Node, detail: String) -> TransError {
+    TransError::Error(BtreeError::Corrupt {
+        btree: n.btree,
+        level: n.level,
+        min: n.min,
+        max: n.max,
+        offset: n.addr * 512,
+        detail,
+    })
+}
+
+/// The child pointer of interior node `n` for `pos`: the first live key ≥ `pos`.
+pub(crate) fn child_ptr(n: &Node, pos: Pos) -> Result<(Pos, BtreePtr), TransError> {
+    let d = n.data();
+    let Some(k) = d.seek_ge(pos) else {
+        return Err(corrupt_node(n, format!("interior node has no child covering {pos}")));
+    };
+    if k.typ != KeyType::BtreePtr {
+        return Err(corrupt_node(n, format!("interior node holds a {} key at {}", k.typ.name(), k.pos)));
+    }
+    let p = BtreePtr::decode(k.val).map_err(|e| corrupt_node(n, e.to_string()))?;
+    Ok((k.pos, p))
+}
+
+impl<'a> BtreeTrans<'a> {
+    pub(crate) fn new(bt: &'a Btree) -> Self {
+        BtreeTrans { bt, updates: BTreeMap::new() }
+    }
+
+    /// Starts (or restarts) the transaction: forgets queued updates.
+    pub fn begin(&mut self) {
+        self.updates.clear();
+    }
+
+    /// The store.
+    pub fn btree(&self) -> &'a Btree {
+        self.bt
+    }
+
+    /// Walks from the root to the node at `level` covering `pos`, returning it locked with
+    /// `want`. Interior nodes are read-locked with lock coupling; when a lock cannot be taken
+    /// at once the parent is released first (rule 1). Nodes not in the cache are read with
+    /// no locks held, then the parent is relocked by seq before the node enters the cache,
+    /// so a node replaced meanwhile is never cached.
+    pub(crate) fn traverse(
+        bt: &Btree,
+        btree: BtreeId,
+        pos: Pos,
+        level: u8,
+        want: SixLockType,
+    ) -> Result<Arc<Node>, TransError> {
+        'top: loop {
+            let root = bt.root(btree);
+            if root.level < level {
+                return Err(corrupt_node(&root, format!("no level {level} below a root at level {}", root.level)));
+            }
+            let rt = if root.level == level { want } else { SixLockType::Read };
+            root.lock.lock(rt);
+            if root.is_dead() || !Arc::ptr_eq(&root, &bt.root(btree)) {
+                root.lock.unlock(rt);
+                bt.counters.restart(RestartReason::RootChanged);
+                continue 'top;
+            }
+            let mut cur = root;
+            let mut cur_t = rt;
+            while cur.level > level {
+                let (max, ptr) = match child_ptr(&cur, pos) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        cur.lock.unlock(cur_t);
+                        return Err(e);
+                    }
+                };
+                let child_level = cur.level - 1;
+                let child = match bt.cache.get(ptr.sector) {
+                    Some(c) => c,
+                    None => {
+                        let seq = cur.lock.seq();
+                        cur.lock.unlock(cur_t);
+                        let n = io::read_node_raw(&*bt.dev, &bt.cfg, bt.journal.cur_seq(), &ptr, btree, child_level, max)
+                            .map_err(TransError::Error)?;
+                        bt.counters.node_reads.fetch_add(1, Ordering::Relaxed);
+                        if !cur.lock.relock(cur_t, seq) {
+                            bt.counters.restart(RestartReason::NodeFill);
+                            continue 'top;
+                        }
+                        bt.cache.insert(Arc::new(n))
+                    }
+                };
+                if child.node_seq != ptr.node_seq || child.level != child_level || child.max != max {
+                    let e = corrupt_node(
+                        &cur,
+                        format!("cached node at sector {} is not the one the pointer names", ptr.sector),
+                    );
+                    cur.lock.unlock(cur_t);
+                    return Err(e);
+                }
+                let ct = if child_level == level { want } else { SixLockType::Read };
+                if child.lock.try_lock(ct) {
+                    cur.lock.unlock(cur_t);
+                } else {
+                    cur.lock.unlock(cur_t);
+                    child.lock.lock(ct);
+                }
+                if child.is_dead() {
+                    child.lock.unlock(ct);
+                    bt.counters.restart(RestartReason::NodeDead);
+                    continue 'top;
+                }
+                cur = child;
+                cur_t = ct;
+            }
+            return Ok(cur);
+        }
+    }
+
+    /// The live key at `pos`, if any (queued updates included).
+    pub fn get(&mut self, btree: BtreeId, pos: Pos) -> Result<Option<Key>, TransError> {
+        if let Some(k) = self.updates.get(&(btree, pos)) {
+            return Ok((!k.is_deleted()).then(|| k.clone()));
+        }
+        let leaf = Self::traverse(self.bt, btree, pos, 0, SixLockType::Read)?;
+        let r = leaf.data().get(pos).map(|k| k.to_owned());
+        leaf.lock.unlock_read();
+        Ok(r)
+    }
+
+    /// Queues an insert or overwrite of `key` in `btree`.
+    pub fn update(&mut self, btree: BtreeId, key: Key) -> Result<(), TransError> {
+        if key.val.len() > MAX_VAL_BYTES {
+            return Err(TransError::Error(BtreeError::KeyTooBig {
+                bytes: key.encoded_len(),
+                node_size: self.bt.cfg.node_size,
+            }));
+        }
+        if key.typ == KeyType::BtreePtr {
+            return Err(TransError::Error(BtreeError::InvalidKey(format!(
+                "{}: btree_ptr keys are only made by the btree itself",
+                key.pos
+            ))));
+        }
+        crate::format::bkey::validate_value(&key.as_ref())
+            .map_err(|e| TransError::Error(BtreeError::InvalidKey(e.to_string())))?;
+        self.updates.insert((btree, key.pos), key);
+        Ok(())
+    }
+
+    /// Queues a deletion of `pos` in `btree`.
+    pub fn delete(&mut self, btree: BtreeId, pos: Pos) -> Result<(), TransError> {
+        self.update(btree, Key::deleted(pos))
+    }
+
+    /// Queues deletion of every live key in `[start, end]`; returns how many.
+    pub fn delete_range(&mut self, btree: BtreeId, start: Pos, end: Pos) -> Result<usize, TransError> {
+        let mut it = self.iter(btree, start);
+        let mut n = 0;
+        while let Some(k) = self.next(&mut it)? {
+            if k.pos > end {
+                break;
+            }
+            self.delete(btree, k.pos)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// A cursor at `pos`.
+    pub fn iter(&self, btree: BtreeId, pos: Pos) -> BtreeIter {
+        BtreeIter { btree, pos: Some(pos), leaf: None }
+    }
+
+    /// Moves the cursor to `pos`.
+    pub fn seek(&self, it: &mut BtreeIter, pos: Pos) {
+        it.pos = Some(pos);
+    }
+
+    /// The first tree key (not the overlay) with position ≥ `pos` (`forward`) or ≤ `pos`.
+    fn tree_step(&self, it: &mut BtreeIter, pos: Pos, forward: bool) -> Result<Option<Key>, TransError> {
+        let mut pos = pos;
+        loop {
+            let leaf = match it.leaf.take() {
+                Some((n, seq)) if n.covers(pos) && n.lock.relock(SixLockType::Read, seq) => n,
+                _ => Self::traverse(self.bt, it.btree, pos, 0, SixLockType::Read)?,
+            };
+            let d = leaf.data();
+            let found = if forward { d.seek_ge(pos) } else { d.seek_le(pos) }.map(|k| k.to_owned());
+            let seq = leaf.lock.seq();
+            leaf.lock.unlock_read();
+            match found {
+                Some(k) => {
+                    it.leaf = Some((leaf, seq));
+                    return Ok(Some(k));
+                }
+                None => {
+                    let next = if forward { leaf.max.successor() } else { leaf.min.predecessor() };
+                    match next {
+                        Some(p) => pos = p,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, it: &mut BtreeIter, forward: bool, advance: bool) -> Result<Option<Key>, TransError> {
+        let Some(mut pos) = it.pos else { return Ok(None) };
+        loop {
+            let tree = self.tree_step(it, pos, forward)?;
+            let range = if forward {
+                (Bound::Included((it.btree, pos)), Bound::Included((it.btree, POS_MAX)))
+            } else {
+                (Bound::Included((it.btree, Pos::default())), Bound::Included((it.btree, pos)))
+            };
+            let mut over = self.updates.range(range);
+            let ov = if forward { over.next() } else { over.next_back() }.map(|(_, k)| k);
+            let pick = match (tree, ov) {
+                (None, None) => None,
+                (Some(t), None) => Some(t),
+                (None, Some(o)) => Some(o.clone()),
+                (Some(t), Some(o)) => {
+                    let overlay_first = if forward { o.pos <= t.pos } else { o.pos >= t.pos };
+                    Some(if overlay_first { o.clone() } else { t })
+                }
+            };
+            let Some(k) = pick else {
+                if advance {
+                    it.pos = None;
+                }
+                return Ok(None);
+            };
+            // The overlay may delete the key the tree returned.
+            let k = match self.updates.get(&(it.btree, k.pos)) {
+                Some(o) => o.clone(),
+                None => k,
+            };
+            if k.is_deleted() {
+                match if forward { k.pos.successor() } else { k.pos.predecessor() } {
+                    Some(p) => {
+                        pos = p;
+                        continue;
+                    }
+                    None => {
+                        if advance {
+                            it.pos = None;
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+            if advance {
+                it.pos = if forward { k.pos.successor() } else { k.pos.predecessor() };
+            } else {
+                it.pos = Some(k.pos);
+            }
+            return Ok(Some(k));
+        }
+    }
+
+    /// The first live key at or after the cursor; the cursor moves past it.
+    pub fn next(&mut self, it: &mut BtreeIter) -> Result<Option<Key>, TransError> {
+        self.step(it, true, true)
+    }
+
+    /// The last live key at or before the cursor; the cursor moves before it.
+    pub fn prev(&mut self, it: &mut BtreeIter) -> Result<Option<Key>, TransError> {
+        self.step(it, false, true)
+    }
+
+    /// The first live key at or after the cursor, without moving past it.
+    pub fn peek(&mut self, it: &mut BtreeIter) -> Result<Option<Key>, TransError> {
+        self.step(it, true, false)
+    }
+
+    /// Calls `f` on every live key of `btree` in `[start, end]`, in order, without copying,
+    /// until `f` returns false. Queued updates of this transaction are not seen. `f` runs
+    /// with a leaf read-locked: it must not use the store.
+    pub fn scan(
+        &mut self,
+        btree: BtreeId,
+        start: Pos,
+        end: Pos,
+        mut f: impl FnMut(KeyRef<'_>) -> bool,
+    ) -> Result<(), TransError> {
+        let mut pos = start;
+        loop {
+            let leaf = Self::traverse(self.bt, btree, pos, 0, SixLockType::Read)?;
+            let d = leaf.data();
+            let mut p = Some(pos);
+            let mut stop = false;
+            if d.sets.len() == 1 {
+                // Common case after a read: one set, walk it directly.
+                let s = &d.sets[0];
+                let mut i = s.lower_bound(pos);
+                while let Some(k) = s.key(i) {
+                    if k.pos > end {
+                        stop = true;
+                        break;
+                    }
+                    if k.typ != KeyType::Deleted && !f(k) {
+                        stop = true;
+                        break;
+                    }
+                    i += 1;
+                }
+            } else {
+                while let Some(q) = p {
+                    let Some(k) = d.seek_ge(q) else { break };
+                    if k.pos > end || !f(k) {
+                        stop = true;
+                        break;
+                    }
+                    p = k.pos.successor();
+                }
+            }
+            let next = leaf.max.successor();
+            leaf.lock.unlock_read();
+            if stop || leaf.max >= end {
+                return Ok(());
+            }
+            match next {
+                Some(n) => pos = n,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Number of queued updates.
+    pub fn pending(&self) -> usize {
+        self.updates.len()
+    }
+
+    /// Commits the queued updates. Returns the journal seq holding them (0 if there were
+    /// none); the transaction is durable once the journal is flushed through that seq.
+    pub fn commit(&mut self) -> Result<u64, TransError> {
+        if self.updates.is_empty() {
+            return Ok(0);
+        }
+        self.bt.check_error()?;
+        let bt = self.bt;
+        let ups: Vec<(BtreeId, Key)> = self.updates.iter().map(|((b, _), k)| (*b, k.clone())).collect();
+        // Take intent locks on the leaves, in order, and check each has room.
+        let mut leaves: Vec<(Arc<Node>, std::ops::Range<usize>)> = Vec::new();
+        let unlock_all = |leaves: &[(Arc<Node>, std::ops::Range<usize>)]| {
+            for (n, _) in leaves {
+                n.lock.unlock_intent();
+            }
+        };
+        let mut i = 0;
+        while i < ups.len() {
+            let (b, ref k) = ups[i];
+            let leaf = match Self::traverse(bt, b, k.pos, 0, SixLockType::Intent) {
+                Ok(l) => l,
+                Err(e) => {
+                    unlock_all(&leaves);
+                    return Err(e);
+                }
+            };
+            let mut j = i;
+            let mut bytes = 0;
+            while j < ups.len() && ups[j].0 == b && leaf.covers(ups[j].1.pos) {
+                bytes += ups[j].1.encoded_len();
+                j += 1;
+            }
+            if !fits(bt, &leaf, bytes) {
+                let first = k.pos;
+                let max = leaf.max;
+                leaf.lock.unlock_intent();
+                unlock_all(&leaves);
+                // A run too big for half a node is split at its middle key, so each retry
+                // halves it; otherwise the leaf is split or compacted as its contents need.
+                let hint = (entry_disk_bytes(bytes, bt.cfg.block_size as usize) > bt.cfg.node_size as usize / 2)
+                    .then(|| ups[i + (j - i) / 2].1.pos)
+                    .filter(|&h| h < max);
+                interior::rewrite(bt, b, 0, first, hint, bytes).map_err(TransError::Error)?;
+                return Err(TransError::Restart(RestartReason::Split));
+            }
+            leaves.push((leaf, i..j));
+            i = j;
+        }
+        // Journal payload: one btree_keys entry per btree, keys sorted.
+        let mut payload = Vec::new();
+        let mut s = 0;
+        while s < ups.len() {
+            let b = ups[s].0;
+            let e = ups[s..].iter().position(|(x, _)| *x != b).map_or(ups.len(), |n| s + n);
+            let len: usize = ups[s..e].iter().map(|(_, k)| k.encoded_len()).sum();
+            push_entry_header(&mut payload, JEntryType::BtreeKeys, b, 0, len);
+            for (_, k) in &ups[s..e] {
+                k.encode_into(&mut payload);
+            }
+            s = e;
+        }
+        let res = match bt.journal.reserve(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                unlock_all(&leaves);
+                return Err(e.into());
+            }
+        };
+        let seq = res.seq;
+        for (n, _) in &leaves {
+            n.lock.lock_write();
+        }
+        for (n, r) in &leaves {
+            insert_keys(bt, n, ups[r.clone()].iter().map(|(_, k)| k.as_ref()), seq);
+        }
+        for (n, _) in &leaves {
+            n.lock.unlock_write();
+            n.lock.unlock_intent();
+        }
+        bt.journal.res_put(res);
+        bt.counters.commits.fetch_add(1, Ordering::Relaxed);
+        self.updates.clear();
+        Ok(seq)
+    }
+}
+
+/// Whether `bytes` more key bytes fit in `node`: everything unwritten must still fit in one
+/// appended entry after what is on disk.
+pub(crate) fn fits(bt: &Btree, node: &Node, bytes: usize) -> bool {
+    let ws = node.ws.lock();
+    let need = entry_disk_bytes(ws.unwritten_bytes + bytes, bt.cfg.block_size as usize) as u64;
+    ws.disk_bytes + need <= u64::from(bt.cfg.node_size)
+}
+
+/// Largest key bytes an empty node holds.
+pub(crate) fn node_capacity(bt: &Btree) -> usize {
+    (bt.cfg.node_size as usize).saturating_sub(ENTRY_HEADER_BYTES + bt.cfg.block_size as usize)
+}
+
+/// Inserts keys committed at journal seq `seq` into `node` (write-locked), pinning the seq
+/// and marking the node dirty.
+pub(crate) fn insert_keys<'k>(bt: &Btree, node: &Arc<Node>, keys: impl Iterator<Item = KeyRef<'k>>, seq: u64) {
+    let d = node.data_mut();
+    let mut ws = node.ws.lock();
+    for k in keys {
+        debug_assert!(node.covers(k.pos));
+        debug_assert!(k.encoded_len() >= KEY_HEADER_BYTES);
+        d.insert(&k, &mut ws);
+    }
+    ws.unwritten_max_seq = ws.unwritten_max_seq.max(seq);
+    if ws.unwritten_pin.is_none() {
+        ws.unwritten_pin = Some(seq);
+        bt.journal.pin_get(seq);
+        bt.dirty.lock().insert(node.addr, node.clone());
+    }
+}

@@ -1,0 +1,458 @@
+//! Opening a store (superblock, journal, btrees) with recovery, and closing it cleanly.
+//!
+//! Clean open: the superblock's clean section holds the roots; nothing is replayed; the
+//! journal continues after the clean section's seq. Before anything else is written, a flush
+//! jset carrying the roots is written and the superblock is marked not clean, so the roots are
+//! always findable (in a clean superblock or a flush jset).
+//!
+//! Unclean open: every journal bucket is read; the newest *flush* jset `N` gives the roots and
+//! its `last_seq` `L`; every seq in `[L, N]` must be present (unless blacklisted). Seqs in
+//! `(N, N + LEAD]` (and any later ones found) are blacklisted in the superblock *before* the
+//! journal writes again — node entries written ahead of a journal that never became durable
+//! name those seqs and are ignored from now on. The keys of `[L, N]` are replayed: for each
+//! position the newest version wins; interior levels first (highest first), then leaves.
+//! Replay commits ordinary journaled transactions, so a crash during replay is recovered the
+//! same way next time.
+//!
+//! Close: writes every dirty node, flushes the journal and writes a clean superblock with the
+//! roots.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::btree::node_alloc::{NodeAllocator, SimpleNodeAlloc};
+use crate::btree::{Btree, BtreeConfig, BtreeError, TransError};
+use crate::dev::BlockDevice;
+use crate::format::bkey::{Key, POS_MAX};
+use crate::format::btree_id::{BTREE_ID_NR, BtreeId};
+use crate::format::btree_ptr::BtreePtr;
+use crate::format::jset::{JEntryType, decode_jset, push_root_entry};
+use crate::format::superblock::{CleanSection, SbFlags, SeqRange, Superblock};
+use crate::journal::{Journal, JournalError, JournalGeometry, JournalStart, LEAD, scan_journal};
+use crate::sb::{self, SbError};
+
+/// Options for [`Store::open`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Btree nodes to keep cached.
+    pub cache_nodes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_nodes: 4096 }
+    }
+}
+
+/// Errors opening or closing a store.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Superblock problem.
+    #[error(transparent)]
+    Sb(#[from] SbError),
+    /// Btree problem (corrupt node, IO).
+    #[error(transparent)]
+    Btree(#[from] BtreeError),
+    /// Journal problem.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Device IO.
+    #[error(transparent)]
+    Dev(#[from] crate::dev::DevError),
+    /// The journal cannot be used to recover: the store refuses to open rather than guess.
+    #[error("{dev}: {detail}; the filesystem needs fsck")]
+    Journal2 {
+        /// Device.
+        dev: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl From<TransError> for OpenError {
+    fn from(e: TransError) -> Self {
+        match e {
+            TransError::Error(e) => OpenError::Btree(e),
+            TransError::Restart(r) => OpenError::Btree(BtreeError::InvalidKey(format!("restart {r:?} escaped"))),
+        }
+    }
+}
+
+/// What opening did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RecoveryInfo {
+    /// The superblock said clean: nothing was replayed.
+    pub clean: bool,
+    /// Replayed journal range `(last_seq, newest flush seq)`.
+    pub replayed: Option<(u64, u64)>,
+    /// Keys replayed (after keeping the newest version of each position).
+    pub replayed_keys: u64,
+    /// The seq range newly blacklisted.
+    pub blacklisted: Option<(u64, u64)>,
+    /// Valid jsets found in the journal.
+    pub jsets_found: u64,
+    /// Damaged jsets found (torn writes after the last flush are normal).
+    pub jsets_damaged: u64,
+}
+
+/// The filesystem's magic: the first 8 bytes of the internal UUID.
+pub fn fs_magic(sb: &Superblock) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&sb.uuid.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// The journal geometry a superblock describes.
+pub fn journal_geometry(sb: &Superblock) -> JournalGeometry {
+    let bs = u64::from(sb.bucket_size);
+    JournalGeometry {
+        buckets: sb.journal.iter().flat_map(|r| (r.start..r.end()).map(move |b| b * bs)).collect(),
+        bucket_size: bs,
+        block_size: sb.block_size as usize,
+        magic: fs_magic(sb),
+        csum: sb.options.metadata_csum,
+    }
+}
+
+/// The btree configuration a superblock describes.
+pub fn btree_config(sb: &Superblock, cache_nodes: usize) -> BtreeConfig {
+    BtreeConfig {
+        node_size: sb.btree_node_size,
+        block_size: sb.block_size,
+        magic: fs_magic(sb),
+        csum: sb.options.metadata_csum,
+        cache_nodes,
+        blacklist: sb.blacklist.clone(),
+    }
+}
+
+/// The node allocator for a superblock: every bucket that is not superblock or journal.
+pub fn node_allocator(sb: &Superblock) -> SimpleNodeAlloc {
+    let journal = sb.journal.clone();
+    SimpleNodeAlloc::new(
+        u64::from(sb.bucket_size),
+        u64::from(sb.btree_node_size),
+        sb.first_bucket,
+        sb.nbuckets,
+        &move |b| journal.iter().any(|r| r.start <= b && b < r.end()),
+    )
+}
+
+/// Decodes root entries (clean section or jset) into per-btree `(level, ptr)`.
+fn roots_from_entries(
+    entries: impl Iterator<Item = (BtreeId, u8, BtreePtr)>,
+) -> Option<[(u8, BtreePtr); BTREE_ID_NR]> {
+    let mut roots: [Option<(u8, BtreePtr)>; BTREE_ID_NR] = [None; BTREE_ID_NR];
+    for (b, level, p) in entries {
+        roots[b.idx()] = Some((level, p));
+    }
+    let mut out = [(0u8, BtreePtr { sector: 0, node_seq: 0, sectors_written: 1, generation: 0, min_pos: Default::default() }); BTREE_ID_NR];
+    for (o, r) in out.iter_mut().zip(roots) {
+        *o = r?;
+    }
+    Some(out)
+}
+
+/// Parses the root entries of a clean section.
+pub fn clean_roots(c: &CleanSection) -> Option<[(u8, BtreePtr); BTREE_ID_NR]> {
+    let it = crate::format::jset::entries_iter(&c.entries)?;
+    roots_from_entries(it.filter(|e| e.typ == JEntryType::BtreeRoot).filter_map(|e| e.root().map(|p| (e.btree, e.level, p))))
+}
+
+/// Encodes roots as clean-section entries.
+pub fn encode_roots(roots: &[(BtreeId, u8, BtreePtr)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (b, l, p) in roots {
+        push_root_entry(&mut v, *b, *l, p);
+    }
+    v
+}
+
+/// An open store: superblock, journal and btrees.
+#[derive(Debug)]
+pub struct Store {
+    dev: Arc<dyn BlockDevice>,
+    sb: Mutex<Superblock>,
+    journal: Arc<Journal>,
+    bt: Arc<Btree>,
+    alloc: Arc<SimpleNodeAlloc>,
+    recovery: RecoveryInfo,
+    closed: Mutex<bool>,
+}
+
+struct Replay {
+    /// (btree, level, pos) -> newest key (by seq, then order in the jset).
+    keys: BTreeMap<(BtreeId, std::cmp::Reverse<u8>, crate::format::bkey::Pos), Key>,
+}
+
+impl Store {
+    /// Opens the store on `dev`, recovering from the journal if it was not shut down cleanly.
+    pub fn open(dev: Arc<dyn BlockDevice>, opts: &StoreOptions) -> Result<Store, OpenError> {
+        let read = sb::read_superblock(&*dev)?;
+        let mut sbk = read.sb;
+        let name = dev.name().to_string();
+        let geo = journal_geometry(&sbk);
+        let alloc = Arc::new(node_allocator(&sbk));
+        let mut info = RecoveryInfo::default();
+        let clean_roots = if sbk.flags.contains(SbFlags::CLEAN) { sbk.clean.as_ref().and_then(clean_roots) } else { None };
+        let (roots, start, replay) = if let (Some(roots), Some(c)) = (clean_roots, sbk.clean.clone()) {
+            info.clean = true;
+            let start = JournalStart {
+                seq: c.journal_seq + 1,
+                bucket: 0,
+                offset: 0,
+                bucket_seq: vec![0; geo.buckets.len()],
+                durable_seq: c.journal_seq,
+                last_seq_ondisk: c.journal_seq + 1,
+                roots: BtreeId::ALL.iter().map(|&b| (b, roots[b.idx()].0, roots[b.idx()].1)).collect(),
+            };
+            (roots, start, None)
+        } else {
+            let scan = scan_journal(&*dev, &geo)?;
+            info.jsets_found = scan.jsets.len() as u64;
+            info.jsets_damaged = scan.damaged.len() as u64;
+            let blacklisted = |s: u64| sbk.blacklist.iter().any(|r| r.start <= s && s <= r.end);
+            let Some(newest) = scan.jsets.values().rev().find(|j| j.flush && !blacklisted(j.seq)) else {
+                return Err(OpenError::Journal2 {
+                    dev: name,
+                    detail: "the superblock is not clean and the journal holds no valid flush entry to recover from".into(),
+                });
+            };
+            let (n, l) = (newest.seq, newest.last_seq);
+            for s in l..=n {
+                if !scan.jsets.contains_key(&s) && !blacklisted(s) {
+                    return Err(OpenError::Journal2 {
+                        dev: name,
+                        detail: format!("journal entry {s} is missing from the range {l}..={n} that must be replayed"),
+                    });
+                }
+            }
+            let nj = decode_jset(&newest.data, geo.magic, geo.csum, geo.block_size).map_err(|_| OpenError::Journal2 {
+                dev: name.clone(),
+                detail: format!("journal entry {n} no longer decodes"),
+            })?;
+            let Some(roots) = roots_from_entries(
+                nj.iter().filter(|e| e.typ == JEntryType::BtreeRoot).filter_map(|e| e.root().map(|p| (e.btree, e.level, p))),
+            ) else {
+                return Err(OpenError::Journal2 { dev: name, detail: format!("journal entry {n} lacks a btree root") });
+            };
+            // Collect the keys to replay, newest version per (btree, level, pos).
+            let mut rp = Replay { keys: BTreeMap::new() };
+            for s in l..=n {
+                let Some(j) = scan.jsets.get(&s) else { continue };
+                if blacklisted(s) {
+                    continue;
+                }
+                let Ok(js) = decode_jset(&j.data, geo.magic, geo.csum, geo.block_size) else { continue };
+                for e in js.iter().filter(|e| e.typ == JEntryType::BtreeKeys) {
+                    for k in e.keys() {
+                        rp.keys.insert((e.btree, std::cmp::Reverse(e.level), k.pos), k.to_owned());
+                        if e.level > 0
+                            && let Ok(p) = BtreePtr::decode(k.val)
+                        {
+                            alloc.mark_used(p.sector);
+                        }
+                    }
+                }
+                for e in js.iter().filter(|e| e.typ == JEntryType::BtreeRoot) {
+                    if let Some(p) = e.root() {
+                        alloc.mark_used(p.sector);
+                    }
+                }
+            }
+            let max_seen = scan.jsets.keys().next_back().copied().unwrap_or(n);
+            let bl_end = (n + LEAD).max(max_seen);
+            info.blacklisted = Some((n + 1, bl_end));
+            info.replayed = Some((l, n));
+            sbk.blacklist.push(SeqRange { start: n + 1, end: bl_end });
+            merge_ranges(&mut sbk.blacklist);
+            let mut bucket_seq = vec![0u64; geo.buckets.len()];
+            for j in scan.jsets.values().filter(|j| j.seq <= n && !blacklisted(j.seq)) {
+                bucket_seq[j.bucket] = bucket_seq[j.bucket].max(j.seq);
+            }
+            let start = JournalStart {
+                seq: bl_end + 1,
+                bucket: newest.bucket,
+                offset: newest.offset + newest.disk_bytes,
+                bucket_seq,
+                durable_seq: n,
+                last_seq_ondisk: l,
+                roots: BtreeId::ALL.iter().map(|&b| (b, roots[b.idx()].0, roots[b.idx()].1)).collect(),
+            };
+            (roots, start, Some(rp))
+        };
+        // Mark what the on-disk tree references before anything allocates.
+        let cfg = btree_config(&sbk, opts.cache_nodes);
+        mark_reachable(&*dev, &cfg, start.seq, &roots, &*alloc)?;
+        // Make the new state findable before writing anything else.
+        let journal = Arc::new(Journal::new(dev.clone(), geo, start));
+        if info.clean {
+            journal.flush_all()?;
+        }
+        sbk.flags.remove(SbFlags::CLEAN);
+        sbk.clean = None;
+        sb::write_superblock(&*dev, &mut sbk)?;
+        let bt = Btree::open(dev.clone(), journal.clone(), cfg, alloc.clone() as Arc<dyn NodeAllocator>, &roots)?;
+        if let Some(rp) = replay {
+            info.replayed_keys = replay_keys(&bt, rp)?;
+            journal.flush_all()?;
+            bt.note_durable();
+        }
+        Ok(Store { dev, sb: Mutex::new(sbk), journal, bt, alloc, recovery: info, closed: Mutex::new(false) })
+    }
+
+    /// The btree store.
+    pub fn btree(&self) -> &Arc<Btree> {
+        &self.bt
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.dev
+    }
+
+    /// What opening did.
+    pub fn recovery(&self) -> &RecoveryInfo {
+        &self.recovery
+    }
+
+    /// A copy of the in-memory superblock.
+    pub fn superblock(&self) -> Superblock {
+        self.sb.lock().clone()
+    }
+
+    /// (node slots in use, total node slots).
+    pub fn node_usage(&self) -> (u64, u64) {
+        self.alloc.usage()
+    }
+
+    /// Makes every transaction committed at or before `seq` durable.
+    pub fn flush(&self, seq: u64) -> Result<(), JournalError> {
+        self.journal.flush(seq)?;
+        self.bt.note_durable();
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable; returns the last seq.
+    pub fn flush_all(&self) -> Result<u64, JournalError> {
+        let s = self.journal.flush_all()?;
+        self.bt.note_durable();
+        Ok(s)
+    }
+
+    /// Clean shutdown: writes every dirty node, flushes the journal, and writes a clean
+    /// superblock holding the roots, so the next open replays nothing.
+    pub fn close(&self) -> Result<(), OpenError> {
+        let mut closed = self.closed.lock();
+        if *closed {
+            return Ok(());
+        }
+        self.bt.flush_all_nodes()?;
+        let seq = self.journal.flush_all()?;
+        // Nodes written by reclaim during the flush: write again until nothing is dirty.
+        self.bt.flush_all_nodes()?;
+        let roots = self.bt.root_ptrs();
+        let mut sbk = self.sb.lock();
+        sbk.flags.insert(SbFlags::CLEAN);
+        sbk.clean = Some(CleanSection { journal_seq: seq.max(self.journal.cur_seq() - 1), entries: encode_roots(&roots) });
+        self.dev.flush()?;
+        sb::write_superblock(&*self.dev, &mut sbk)?;
+        self.journal.shutdown();
+        *closed = true;
+        Ok(())
+    }
+}
+
+/// Merges overlapping or adjacent seq ranges (kept sorted).
+fn merge_ranges(v: &mut Vec<SeqRange>) {
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<SeqRange> = Vec::with_capacity(v.len());
+    for r in v.drain(..) {
+        match out.last_mut() {
+            Some(l) if r.start <= l.end.saturating_add(1) => l.end = l.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    *v = out;
+}
+
+/// Marks every node slot the on-disk tree references (interior levels are read; leaves are
+/// named by their parents).
+fn mark_reachable(
+    dev: &dyn BlockDevice,
+    cfg: &BtreeConfig,
+    cur_seq: u64,
+    roots: &[(u8, BtreePtr); BTREE_ID_NR],
+    alloc: &dyn NodeAllocator,
+) -> Result<(), BtreeError> {
+    for (i, (level, ptr)) in roots.iter().enumerate() {
+        alloc.mark_used(ptr.sector);
+        let mut stack = vec![(*level, *ptr, POS_MAX)];
+        while let Some((lvl, p, max)) = stack.pop() {
+            if lvl == 0 {
+                continue;
+            }
+            let n = crate::btree::io::read_node_raw(dev, cfg, cur_seq, &p, BtreeId::ALL[i], lvl, max)?;
+            n.lock.lock_read();
+            let live = n.data().live_set();
+            n.lock.unlock_read();
+            for k in live.iter() {
+                if let Ok(c) = BtreePtr::decode(k.val) {
+                    alloc.mark_used(c.sector);
+                    if lvl > 1 {
+                        stack.push((lvl - 1, c, k.pos));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replays collected keys: interior levels first (highest first), then leaves in batches.
+fn replay_keys(bt: &Btree, rp: Replay) -> Result<u64, OpenError> {
+    let mut n = 0u64;
+    let mut by_level: BTreeMap<(BtreeId, std::cmp::Reverse<u8>), Vec<Key>> = BTreeMap::new();
+    for ((b, lvl, _), k) in rp.keys {
+        by_level.entry((b, lvl)).or_default().push(k);
+    }
+    let budget = bt.journal().geometry().jset_max() / 2;
+    for ((b, std::cmp::Reverse(level)), keys) in by_level {
+        let root_level = bt.root_ptrs()[b.idx()].1;
+        if level > 0 {
+            if level >= root_level {
+                continue; // belonged to a taller tree that has since shrunk
+            }
+            crate::btree::interior::insert_interior_keys(bt, b, level, &keys)?;
+            n += keys.len() as u64;
+            continue;
+        }
+        let mut i = 0;
+        while i < keys.len() {
+            let mut j = i;
+            let mut bytes = 0;
+            while j < keys.len() && (j == i || bytes + keys[j].encoded_len() + 64 < budget) {
+                bytes += keys[j].encoded_len();
+                j += 1;
+            }
+            let batch = &keys[i..j];
+            bt.run(|t| {
+                for k in batch {
+                    t.update(b, k.clone())?;
+                }
+                Ok(())
+            })?;
+            n += batch.len() as u64;
+            i = j;
+        }
+    }
+    Ok(n)
+}
