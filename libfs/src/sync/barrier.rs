@@ -264,3 +264,85 @@ mod tests {
         assert_eq!(b.active(), 0);
     }
 }
+
+/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+#[cfg(all(test, loom))]
+#[allow(unsafe_code, reason = "loom's UnsafeCell checks that the barrier orders data accesses")]
+mod loom_tests {
+    use super::*;
+    use crate::sync::loom_model;
+    use loom::cell::UnsafeCell;
+    use loom::thread;
+
+    struct Fs {
+        barrier: Arc<WriteBarrier>,
+        /// Written only under a token, read only while frozen.
+        data: UnsafeCell<u64>,
+    }
+    // SAFETY: `data` is accessed under the barrier's protocol, which is what the models check.
+    unsafe impl Sync for Fs {}
+    // SAFETY: as above.
+    unsafe impl Send for Fs {}
+
+    #[test]
+    fn freeze_waits_for_token_released_on_another_thread() {
+        loom_model(|| {
+            let fs = Arc::new(Fs { barrier: Arc::new(WriteBarrier::with_shards(2)), data: UnsafeCell::new(0) });
+            let tok = fs.barrier.enter_owned();
+            let fs2 = fs.clone();
+            // The "completion" thread: finishes the write and drops the token there.
+            let t = thread::spawn(move || {
+                // SAFETY: we hold a token (moved here), so no freeze has completed.
+                fs2.data.with_mut(|p| unsafe { *p = 1 });
+                drop(tok);
+            });
+            fs.barrier.freeze();
+            // SAFETY: frozen: no token exists.
+            let v = fs.data.with(|p| unsafe { *p });
+            assert_eq!(v, 1, "freeze returned before the token was released");
+            fs.barrier.thaw();
+            t.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn enter_races_freeze() {
+        loom_model(|| {
+            let fs = Arc::new(Fs { barrier: Arc::new(WriteBarrier::with_shards(2)), data: UnsafeCell::new(0) });
+            let fs2 = fs.clone();
+            let t = thread::spawn(move || {
+                if let Some(_tok) = fs2.barrier.try_enter() {
+                    // SAFETY: under a token.
+                    fs2.data.with_mut(|p| unsafe { *p += 1 });
+                }
+            });
+            fs.barrier.freeze();
+            // SAFETY: frozen.
+            let v = fs.data.with(|p| unsafe { *p });
+            fs.barrier.thaw();
+            t.join().unwrap();
+            assert!(v <= 1);
+            assert_eq!(fs.barrier.active(), 0);
+        });
+    }
+
+    #[test]
+    fn blocked_enter_woken_by_thaw() {
+        loom_model(|| {
+            let fs = Arc::new(Fs { barrier: Arc::new(WriteBarrier::with_shards(2)), data: UnsafeCell::new(0) });
+            fs.barrier.freeze();
+            let fs2 = fs.clone();
+            let t = thread::spawn(move || {
+                let _tok = fs2.barrier.enter();
+                // SAFETY: under a token.
+                fs2.data.with_mut(|p| unsafe { *p = 2 });
+            });
+            // SAFETY: frozen; the writer cannot have entered.
+            let v = fs.data.with(|p| unsafe { *p });
+            fs.barrier.thaw();
+            t.join().unwrap();
+            assert_eq!(v, 0);
+            assert!(!fs.barrier.is_frozen());
+        });
+    }
+}

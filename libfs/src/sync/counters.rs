@@ -302,3 +302,30 @@ mod tests {
         assert_eq!(lock(&a.pool).global, 100, "a cache above 4×batch was flushed to the pool");
     }
 }
+
+/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::loom_model;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    #[test]
+    fn takes_and_puts_account_exactly() {
+        loom_model(|| {
+            let a = Arc::new(AvailableCounter::with_config(10, 2, 2));
+            let a2 = a.clone();
+            let t = thread::spawn(move || {
+                let took = a2.try_take(4);
+                a2.put(1);
+                took
+            });
+            let took = a.try_take(5);
+            let other = t.join().unwrap();
+            // 9 of 10 units: both must be granted, whatever the caches held.
+            assert!(took && other, "a take failed although enough units existed");
+            assert_eq!(a.available(), 10 - 5 - 4 + 1);
+        });
+    }
+}

@@ -108,8 +108,10 @@ pub fn thread_slot() -> usize {
 #[cfg(any(loom, shuttle))]
 pub fn thread_slot() -> usize {
     use std::hash::{Hash, Hasher};
+    // The id's Debug form is the checker's per-execution thread number; hashing the id itself
+    // would also hash loom's execution id and make the model nondeterministic.
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    thread::current().id().hash(&mut h);
+    format!("{:?}", thread::current().id()).hash(&mut h);
     // Truncation is fine: any value picks some shard.
     #[allow(clippy::cast_possible_truncation)]
     let v = h.finish() as usize;
@@ -137,4 +139,15 @@ pub(crate) fn default_shards() -> usize {
     }
     let n = std::thread::available_parallelism().map_or(4, |n| n.get());
     n.clamp(4, 64).next_power_of_two()
+}
+
+/// Runs a loom model with a bounded number of preemptions (default 3; `LOOM_MAX_PREEMPTIONS`
+/// overrides), which keeps every model in this crate to seconds.
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(f);
 }

@@ -858,3 +858,213 @@ mod tests {
         held::assert_none_held();
     }
 }
+
+/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+#[cfg(all(test, loom))]
+#[allow(unsafe_code, reason = "loom's UnsafeCell checks that the lock orders data accesses")]
+mod loom_tests {
+    use super::*;
+    use crate::sync::loom_model;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A lock with the data it guards; loom flags any access the lock fails to order.
+    struct Node {
+        lock: SixLock,
+        data: UnsafeCell<u64>,
+    }
+
+    // SAFETY: `data` is only accessed under the lock (which is what the models check).
+    unsafe impl Sync for Node {}
+
+    impl Node {
+        fn new() -> Arc<Node> {
+            Arc::new(Node { lock: SixLock::new(), data: UnsafeCell::new(0) })
+        }
+        fn read(&self) -> u64 {
+            // SAFETY: caller holds read, intent or write; loom checks the ordering.
+            self.data.with(|p| unsafe { *p })
+        }
+        fn write(&self, v: u64) {
+            // SAFETY: caller holds write; loom checks the ordering.
+            self.data.with_mut(|p| unsafe { *p = v });
+        }
+    }
+
+    #[test]
+    fn writer_excludes_readers_and_wakes_them() {
+        loom_model(|| {
+            let n = Node::new();
+            let n2 = n.clone();
+            let r = thread::spawn(move || {
+                n2.lock.lock_read();
+                let v = n2.read();
+                n2.lock.unlock_read();
+                v
+            });
+            n.lock.lock_intent();
+            n.lock.lock_write();
+            n.write(1);
+            n.lock.unlock_write();
+            n.lock.unlock_intent();
+            let v = r.join().unwrap();
+            assert!(v == 0 || v == 1);
+            assert_eq!(n.lock.readers(), 0);
+            assert_eq!(n.lock.seq(), 2);
+        });
+    }
+
+    #[test]
+    fn writer_waits_for_reader_to_drain() {
+        loom_model(|| {
+            let n = Node::new();
+            n.lock.lock_read();
+            let n2 = n.clone();
+            let w = thread::spawn(move || {
+                n2.lock.lock_intent();
+                n2.lock.lock_write();
+                n2.write(7);
+                n2.lock.unlock_write();
+                n2.lock.unlock_intent();
+            });
+            let v = n.read();
+            n.lock.unlock_read();
+            w.join().unwrap();
+            assert_eq!(v, 0, "the writer got in while a reader held the lock");
+            n.lock.lock_read();
+            assert_eq!(n.read(), 7);
+            n.lock.unlock_read();
+        });
+    }
+
+    #[test]
+    fn relock_after_concurrent_write() {
+        loom_model(|| {
+            let n = Node::new();
+            let n2 = n.clone();
+            let w = thread::spawn(move || {
+                n2.lock.lock_intent();
+                n2.lock.lock_write();
+                n2.write(n2.read() + 1);
+                n2.lock.unlock_write();
+                n2.lock.unlock_intent();
+            });
+            n.lock.lock_read();
+            let seq = n.lock.seq();
+            let before = n.read();
+            n.lock.unlock_read();
+            if n.lock.relock(SixLockType::Read, seq) {
+                assert_eq!(n.read(), before, "relock succeeded across a write");
+                n.lock.unlock_read();
+            } else {
+                // Fails only because a write was claimed: after `seq` was read, or before
+                // (then `seq` is odd: a writer was waiting for our read hold to drain).
+                assert!(n.lock.seq() != seq || seq % 2 == 1, "relock failed for no reason");
+            }
+            w.join().unwrap();
+            assert_eq!(n.lock.seq(), 2, "one write moves seq by 2");
+        });
+    }
+
+    #[test]
+    fn relock_intent_after_concurrent_write() {
+        loom_model(|| {
+            let n = Node::new();
+            n.lock.lock_intent();
+            let seq = n.lock.seq();
+            n.lock.unlock_intent();
+            let n2 = n.clone();
+            let w = thread::spawn(move || {
+                n2.lock.lock_intent();
+                n2.lock.lock_write();
+                n2.write(5);
+                n2.lock.unlock_write();
+                n2.lock.unlock_intent();
+            });
+            if n.lock.relock(SixLockType::Intent, seq) {
+                assert_eq!(n.read(), 0, "relocked intent after the write");
+                n.lock.unlock_intent();
+            }
+            w.join().unwrap();
+            assert_eq!(n.lock.seq(), 2);
+        });
+    }
+
+    #[test]
+    fn upgrade_race() {
+        loom_model(|| {
+            let n = Node::new();
+            let work = |n: Arc<Node>| {
+                n.lock.lock_read();
+                if n.lock.try_upgrade() {
+                    n.lock.lock_write();
+                    n.write(n.read() + 1);
+                    n.lock.unlock_write();
+                    n.lock.unlock_intent();
+                    1
+                } else {
+                    n.lock.unlock_read();
+                    0
+                }
+            };
+            let n2 = n.clone();
+            let t = thread::spawn(move || work(n2));
+            let a = work(n.clone());
+            let b = t.join().unwrap();
+            assert!(a + b >= 1, "at least one upgrade succeeds");
+            n.lock.lock_read();
+            assert_eq!(n.read(), a + b);
+            n.lock.unlock_read();
+            assert!(!n.lock.is_intent_locked());
+            assert_eq!(n.lock.readers(), 0);
+        });
+    }
+
+    #[test]
+    fn downgrade_lets_intent_waiter_in() {
+        loom_model(|| {
+            let n = Node::new();
+            n.lock.lock_intent();
+            let n2 = n.clone();
+            let t = thread::spawn(move || {
+                n2.lock.lock_intent();
+                n2.lock.lock_write();
+                n2.write(2);
+                n2.lock.unlock_write();
+                n2.lock.unlock_intent();
+            });
+            n.lock.lock_write();
+            n.write(1);
+            n.lock.unlock_write();
+            n.lock.downgrade();
+            let v = n.read();
+            n.lock.unlock_read();
+            t.join().unwrap();
+            assert_eq!(v, 1, "the waiter wrote while we held read after downgrade");
+            assert_eq!(n.lock.seq(), 4);
+        });
+    }
+
+    #[test]
+    fn intent_waiters_are_woken() {
+        loom_model(|| {
+            let l = Arc::new(SixLock::new());
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let l = l.clone();
+                    thread::spawn(move || {
+                        l.lock_intent();
+                        l.unlock_intent();
+                    })
+                })
+                .collect();
+            l.lock_intent();
+            l.unlock_intent();
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert!(!l.is_intent_locked());
+        });
+    }
+}

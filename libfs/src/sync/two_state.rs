@@ -496,3 +496,112 @@ mod tests {
         assert_eq!(b.holders(), None);
     }
 }
+
+/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::loom_model;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicU32;
+    use loom::thread;
+
+    /// Holder counts kept beside the lock, to check that both states are never held together.
+    struct Checked {
+        lock: TwoStateLock,
+        held: [AtomicU32; 2],
+    }
+
+    impl Checked {
+        fn new() -> Arc<Checked> {
+            Arc::new(Checked {
+                lock: TwoStateLock::new(),
+                held: [AtomicU32::new(0), AtomicU32::new(0)],
+            })
+        }
+        fn enter(&self, s: TwoState) {
+            self.lock.lock(s).unwrap();
+            self.held[s.idx()].fetch_add(1, Ordering::SeqCst);
+            assert_eq!(self.held[s.other().idx()].load(Ordering::SeqCst), 0, "both states held");
+        }
+        fn leave(&self, s: TwoState) {
+            self.held[s.idx()].fetch_sub(1, Ordering::SeqCst);
+            self.lock.unlock(s);
+        }
+    }
+
+    #[test]
+    fn never_both_states_and_no_lost_wakeup() {
+        loom_model(|| {
+            let c = Checked::new();
+            let c2 = c.clone();
+            let t = thread::spawn(move || {
+                c2.enter(TwoState::Block);
+                c2.leave(TwoState::Block);
+            });
+            c.enter(TwoState::Add);
+            c.leave(TwoState::Add);
+            c.enter(TwoState::Add);
+            c.leave(TwoState::Add);
+            t.join().unwrap();
+            assert_eq!(c.lock.holders(), None);
+        });
+    }
+
+    #[test]
+    fn shared_holders_then_other_state() {
+        loom_model(|| {
+            let c = Checked::new();
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let c = c.clone();
+                    thread::spawn(move || {
+                        c.enter(TwoState::Add);
+                        c.leave(TwoState::Add);
+                    })
+                })
+                .collect();
+            c.enter(TwoState::Block);
+            c.leave(TwoState::Block);
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(c.lock.holders(), None);
+        });
+    }
+
+    #[test]
+    fn same_thread_recursion_errors_while_other_thread_waits() {
+        loom_model(|| {
+            let c = Checked::new();
+            c.enter(TwoState::Block);
+            let c2 = c.clone();
+            let t = thread::spawn(move || {
+                c2.enter(TwoState::Add);
+                c2.leave(TwoState::Add);
+            });
+            assert_eq!(c.lock.lock_add(), Err(WouldDeadlock { held: TwoState::Block }));
+            assert!(!c.lock.try_lock_add());
+            c.leave(TwoState::Block);
+            t.join().unwrap();
+            assert_eq!(c.lock.holders(), None);
+        });
+    }
+
+    #[test]
+    fn released_on_another_thread_wakes_waiter() {
+        loom_model(|| {
+            let c = Checked::new();
+            c.enter(TwoState::Block);
+            c.lock.disown(TwoState::Block);
+            let c2 = c.clone();
+            let t = thread::spawn(move || c2.leave(TwoState::Block));
+            // Not an error any more: this thread no longer holds block; it waits for the
+            // completion thread's release.
+            c.enter(TwoState::Add);
+            c.leave(TwoState::Add);
+            t.join().unwrap();
+            assert_eq!(c.lock.holders(), None);
+        });
+    }
+}

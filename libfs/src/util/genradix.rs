@@ -497,3 +497,36 @@ mod tests {
         assert_eq!(r.iter().map(|(i, _)| i).collect::<Vec<_>>(), vec![3]);
     }
 }
+
+/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::loom_model;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicU64;
+    use loom::thread;
+
+    #[test]
+    fn concurrent_get_or_alloc_same_and_neighbouring_entries() {
+        loom_model(|| {
+            let r: Arc<GenRadix<AtomicU64>> = Arc::new(GenRadix::new());
+            // Both indices are in tree 2 under the same interior nodes; 1 is in tree 0.
+            let far = (GenRadix::<AtomicU64>::PER_LEAF * FANOUT) as u64;
+            let r2 = r.clone();
+            let t = thread::spawn(move || {
+                r2.get_or_alloc(far).fetch_add(1, Ordering::Relaxed);
+                r2.get_or_alloc(far + 1).store(5, Ordering::Relaxed);
+                std::ptr::from_ref(r2.get_or_alloc(far)) as usize
+            });
+            r.get_or_alloc(far).fetch_add(1, Ordering::Relaxed);
+            let seen = r.get(far + 1).map(|e| e.load(Ordering::Relaxed));
+            assert!(matches!(seen, None | Some(0) | Some(5)));
+            let mine = std::ptr::from_ref(r.get_or_alloc(far)) as usize;
+            let theirs = t.join().unwrap();
+            assert_eq!(mine, theirs, "two threads got different entries for one index");
+            assert_eq!(r.get(far).unwrap().load(Ordering::Relaxed), 2, "an increment was lost");
+            assert_eq!(r.iter().count(), GenRadix::<AtomicU64>::PER_LEAF);
+        });
+    }
+}
