@@ -116,15 +116,20 @@ fn delay_and_yield_return_none_and_count() {
     assert_eq!(fault::site("ftest_delay:d").unwrap().fires, 1);
 }
 
-fn sel_one() -> Option<fault::FaultError> {
-    sixfs::fault!("ftest_sel:one")
+/// Sites in their own module, so the module selector below touches no other test's sites.
+mod sel {
+    use sixfs::util::fault::FaultError;
+    pub(crate) fn one() -> Option<FaultError> {
+        sixfs::fault!("ftest_sel:one")
+    }
+    pub(crate) fn two() -> Option<FaultError> {
+        sixfs::fault!("ftest_sel:two")
+    }
+    pub(crate) fn line() -> (u32, Option<FaultError>) {
+        (line!(), sixfs::fault!("ftest_sel_line:x"))
+    }
 }
-fn sel_two() -> Option<fault::FaultError> {
-    sixfs::fault!("ftest_sel:two")
-}
-fn sel_line() -> (u32, Option<fault::FaultError>) {
-    (line!(), sixfs::fault!("ftest_sel_line:x"))
-}
+use sel::{line as sel_line, one as sel_one, two as sel_two};
 
 #[test]
 fn selectors_by_class_name_file_line_and_module() {
@@ -150,10 +155,10 @@ fn selectors_by_class_name_file_line_and_module() {
     fault::configure(&format!("fault_modes.rs:{line} off")).unwrap();
     assert!(sel_line().1.is_none());
 
-    fault::configure("module=fault_modes every=2").unwrap();
+    fault::configure("module=fault_modes::sel every=2").unwrap();
     assert!(sel_one().is_none());
     assert!(sel_one().is_some());
-    fault::set(Selector::Module("fault_modes".into()), None);
+    fault::set(Selector::Module("fault_modes::sel".into()), None);
     assert!(sel_one().is_none() && sel_two().is_none() && sel_line().1.is_none());
 }
 
