@@ -1,1 +1,153 @@
-//! Concurrency primitives (filled in by the primitives issue).
+//! Concurrency primitives, and the facade every other module takes its sync types from.
+//!
+//! | module | what it is |
+//! | --- | --- |
+//! | [`six`] | SIX lock: shared / intent / exclusive, with a sequence number for cheap relock |
+//! | [`two_state`] | two-state shared lock (the pagecache add/block lock) with same-thread deadlock detection |
+//! | [`barrier`] | write barrier: `Send` tokens released on any thread, `freeze()` waits for them all |
+//! | [`counters`] | sharded counters; the "sectors available" pool with per-slot cached batches |
+//!
+//! `docs/locking.md` describes all of them together with the lock order.
+//!
+//! # The facade
+//!
+//! Code in this crate that synchronises threads takes its atomics, mutexes, condition variables
+//! and threads from here, never from `std` directly, so that the model checkers can replace them:
+//!
+//! * normally these are the `std` types;
+//! * under `--cfg loom` they are `loom`'s (exhaustive model checking; see `docs/locking.md`
+//!   for the command);
+//! * under `--cfg shuttle` they are `shuttle`'s (randomised scheduling for bigger scenarios).
+//!
+//! Under either cfg the whole crate is compiled with the replaced types, so every module must
+//! still compile then. Constructors of the replaced types are not `const`, which is why some
+//! `new` functions here are `const fn` only in normal builds.
+//!
+//! [`thread_slot`] maps the calling thread to a small integer; the sharded structures use it to
+//! pick their shard.
+
+pub mod barrier;
+pub mod counters;
+pub mod six;
+pub mod two_state;
+
+#[cfg(not(any(loom, shuttle)))]
+mod imp {
+    pub(crate) use std::hint::spin_loop;
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
+    pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+    pub(crate) use std::thread;
+    pub(crate) use std::thread_local;
+}
+
+#[cfg(loom)]
+mod imp {
+    pub(crate) use loom::hint::spin_loop;
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
+    pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+    pub(crate) use loom::thread;
+    pub(crate) use loom::thread_local;
+}
+
+#[cfg(all(shuttle, not(loom)))]
+mod imp {
+    pub(crate) use shuttle::hint::spin_loop;
+    pub(crate) use shuttle::sync::atomic::{
+        AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
+    pub(crate) use shuttle::sync::{Condvar, Mutex, MutexGuard};
+    pub(crate) use shuttle::thread;
+    pub(crate) use shuttle::thread_local;
+}
+
+#[allow(unused_imports, reason = "the facade offers more than the primitives use today")]
+pub(crate) use imp::*;
+
+/// Locks a facade mutex, ignoring poisoning.
+///
+/// The primitives keep their real state in atomics; their mutexes only order sleeping and
+/// waking, so a panic while one was held cannot leave anything half-updated.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits on a facade condition variable, ignoring poisoning (see [`lock`]).
+pub(crate) fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cv.wait(g).unwrap_or_else(|e| e.into_inner())
+}
+
+/// A small integer identifying the calling thread, for picking a shard.
+///
+/// Normal builds hand out consecutive numbers to threads in the order they first ask, so on a
+/// machine with few threads each gets its own shard. Under the model checkers the number is
+/// derived from the checker's thread id, so that it is the same in every explored execution.
+#[cfg(not(any(loom, shuttle)))]
+pub fn thread_slot() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+    static NEXT: StdAtomicUsize = StdAtomicUsize::new(0);
+    std::thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|s| {
+        let v = s.get();
+        if v != usize::MAX {
+            return v;
+        }
+        let v = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        s.set(v);
+        v
+    })
+}
+
+/// See the normal-build version.
+#[cfg(any(loom, shuttle))]
+pub fn thread_slot() -> usize {
+    use std::hash::{Hash, Hasher};
+    // The id's Debug form is the checker's per-execution thread number; hashing the id itself
+    // would also hash loom's execution id and make the model nondeterministic.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", thread::current().id()).hash(&mut h);
+    // Truncation is fine: any value picks some shard.
+    #[allow(clippy::cast_possible_truncation)]
+    let v = h.finish() as usize;
+    v
+}
+
+/// Pads and aligns a value to its own cache line pair, so that shards written by different
+/// threads never share a line (128 bytes covers adjacent-line prefetching on x86).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Number of shards the sharded structures use: the machine's parallelism rounded up to a power
+/// of two, at least 4, at most 64. Under the model checkers it is 2, to keep models small.
+pub(crate) fn default_shards() -> usize {
+    if cfg!(any(loom, shuttle)) {
+        return 2;
+    }
+    let n = std::thread::available_parallelism().map_or(4, |n| n.get());
+    n.clamp(4, 64).next_power_of_two()
+}
+
+/// Runs a loom model with a bounded number of preemptions (default 3; `LOOM_MAX_PREEMPTIONS`
+/// overrides), which keeps every model in this crate to seconds.
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(f);
+}
