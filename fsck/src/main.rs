@@ -71,7 +71,10 @@ impl Prompt for TtyPrompt {
 fn print_text(r: &FsckReport, verbose: bool) {
     if verbose {
         for c in &r.superblock_copies {
-            println!("{}: {} superblock at byte {}: {}", r.device, c.role, c.offset, c.status);
+            println!(
+                "{}: {} superblock at byte {}: {}",
+                r.device, c.role, c.offset, c.status
+            );
         }
     }
     for p in &r.problems {
@@ -93,7 +96,11 @@ fn print_text(r: &FsckReport, verbose: bool) {
             r.device,
             r.problems.len(),
             r.problems.len() - fixed,
-            if r.read_only { "; run without -n (e.g. -y) to repair" } else { "" }
+            if r.read_only {
+                "; run without -n (e.g. -y) to repair"
+            } else {
+                ""
+            }
         ),
     }
 }
@@ -136,7 +143,8 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             if cli.json {
-                let v = serde_json::json!({ "error": e.to_string(), "exit_code": EXIT_OPERATIONAL });
+                let v =
+                    serde_json::json!({ "error": e.to_string(), "exit_code": EXIT_OPERATIONAL });
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             }
             eprintln!("fsck.sixfs: {e}");

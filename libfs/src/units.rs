@@ -16,7 +16,8 @@ pub struct Sector(pub u64);
 impl Sector {
     /// The sector that starts at byte `b`, if `b` is sector-aligned.
     pub fn from_bytes_exact(b: u64) -> Option<Self> {
-        b.is_multiple_of(SECTOR_SIZE).then_some(Sector(b / SECTOR_SIZE))
+        b.is_multiple_of(SECTOR_SIZE)
+            .then_some(Sector(b / SECTOR_SIZE))
     }
     /// The byte address of this sector.
     pub fn bytes(self) -> u64 {
@@ -73,9 +74,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
-    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected a number with an optional K/M/G/T/P suffix"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional K/M/G/T/P suffix")
+    })?;
     let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
     let shift = match unit {
         "" => 0,
         "k" => 10,
@@ -83,9 +89,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" => 30,
         "t" => 40,
         "p" => 50,
-        _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?} (use K, M, G, T or P)")),
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use K, M, G, T or P)"
+            ));
+        }
     };
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("invalid size {s:?}: too large"))
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
 #[cfg(test)]

@@ -112,16 +112,33 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         for o in &r.overwritten {
             println!("Overwrote {o} on {}", cli.device.display());
         }
-        println!("Formatted {} as sixfs (format version {})", cli.device.display(), sb.version);
+        println!(
+            "Formatted {} as sixfs (format version {})",
+            cli.device.display(),
+            sb.version
+        );
         if !sb.label.is_empty() {
             println!("  Label:             {}", sb.label);
         }
         println!("  UUID:              {}", sb.user_uuid);
         println!("  Size:              {}", format_size(sb.dev_size));
-        println!("  Block size:        {}", format_size(u64::from(sb.block_size)));
-        println!("  Bucket size:       {}", format_size(u64::from(sb.bucket_size)));
-        println!("  Btree node size:   {}", format_size(u64::from(sb.btree_node_size)));
-        println!("  Buckets:           {} ({} usable)", sb.nbuckets, sb.nbuckets - sb.first_bucket);
+        println!(
+            "  Block size:        {}",
+            format_size(u64::from(sb.block_size))
+        );
+        println!(
+            "  Bucket size:       {}",
+            format_size(u64::from(sb.bucket_size))
+        );
+        println!(
+            "  Btree node size:   {}",
+            format_size(u64::from(sb.btree_node_size))
+        );
+        println!(
+            "  Buckets:           {} ({} usable)",
+            sb.nbuckets,
+            sb.nbuckets - sb.first_bucket
+        );
         println!("  Journal:           {} buckets", sb.journal_buckets());
         println!("  Compression:       {}", sb.options.compression);
         println!(

@@ -20,6 +20,8 @@ fn main() -> ExitCode {
         println!("mount.sixfs {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    eprintln!("mount.sixfs: mounting is not available in this version of sixfs (no filesystem layer yet)");
+    eprintln!(
+        "mount.sixfs: mounting is not available in this version of sixfs (no filesystem layer yet)"
+    );
     ExitCode::from(EXIT_MOUNT_FAILURE)
 }

@@ -11,7 +11,10 @@ static BUILD: Once = Once::new();
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary (`mkfs-sixfs`, `fsck-sixfs`, `sixfs-debug`, `mount-sixfs`),
@@ -28,7 +31,16 @@ pub fn bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--profile", profile, "--bins"])
-            .args(["-p", "sixfs-mkfs", "-p", "sixfs-fsck", "-p", "sixfs-debug", "-p", "sixfs-mount"])
+            .args([
+                "-p",
+                "sixfs-mkfs",
+                "-p",
+                "sixfs-fsck",
+                "-p",
+                "sixfs-debug",
+                "-p",
+                "sixfs-mount",
+            ])
             .env("CARGO_TARGET_DIR", target)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
@@ -65,7 +77,11 @@ impl Run {
     /// Asserts the exit code, printing everything on mismatch.
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -74,10 +90,23 @@ impl Run {
     #[track_caller]
     pub fn expect_clean_error(&self, needle: &str) -> &Self {
         assert_ne!(self.code, 0, "expected failure\nstdout:\n{}", self.stdout);
-        assert!(!self.stderr.contains("panicked"), "panicked:\n{}", self.stderr);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "panicked:\n{}",
+            self.stderr
+        );
         assert_ne!(self.code, 101, "exit code 101 is a panic:\n{}", self.stderr);
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "expected a one-line error, got:\n{}", self.stderr);
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected a one-line error, got:\n{}",
+            self.stderr
+        );
         assert!(
             self.stderr.contains(needle),
             "error does not mention {needle:?}:\n{}",

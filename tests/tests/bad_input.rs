@@ -51,20 +51,54 @@ fn truncated_random_and_zero_images_are_refused() {
     all_tools_refuse(&random, "no valid sixfs superblock");
 
     let zeros = d.path().join("zeros.img");
-    std::fs::File::create(&zeros).unwrap().set_len(8 << 20).unwrap();
+    std::fs::File::create(&zeros)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
     all_tools_refuse(&zeros, "no valid sixfs superblock");
 
     // A real image cut short: the end copy is gone and the device is smaller than recorded,
     // but the head copies are intact, so tools work and fsck reports the truncation.
     let cut = d.path().join("cut.img");
-    run("mkfs-sixfs", ["-q".as_ref(), "--size".as_ref(), "64M".as_ref(), cut.as_os_str()]).expect_code(0);
-    std::fs::OpenOptions::new().write(true).open(&cut).unwrap().set_len(40 << 20).unwrap();
+    run(
+        "mkfs-sixfs",
+        [
+            "-q".as_ref(),
+            "--size".as_ref(),
+            "64M".as_ref(),
+            cut.as_os_str(),
+        ],
+    )
+    .expect_code(0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
     run("sixfs-debug", ["show-super".as_ref(), cut.as_os_str()]).expect_code(0);
     let f = run("fsck-sixfs", ["-y".as_ref(), cut.as_os_str()]);
     f.expect_code(4);
-    assert!(f.stdout.contains("device is 41943040 bytes but the filesystem was made for 67108864"), "{}", f.stdout);
+    assert!(
+        f.stdout
+            .contains("device is 41943040 bytes but the filesystem was made for 67108864"),
+        "{}",
+        f.stdout
+    );
     // Cut inside the primary copy: nothing valid is left.
-    std::fs::OpenOptions::new().write(true).open(&cut).unwrap().set_len(4096 + 100).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(4096 + 100)
+        .unwrap();
+    all_tools_refuse(&cut, "too small to hold a superblock");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(4096 + 1000)
+        .unwrap();
     all_tools_refuse(&cut, "no valid sixfs superblock");
 }
 
@@ -72,8 +106,21 @@ fn truncated_random_and_zero_images_are_refused() {
 fn checksummed_superblocks_with_absurd_sizes_are_refused() {
     let d = scratch();
     let img = d.path().join("absurd.img");
-    run("mkfs-sixfs", ["-q".as_ref(), "--size".as_ref(), "64M".as_ref(), img.as_os_str()]).expect_code(0);
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    run(
+        "mkfs-sixfs",
+        [
+            "-q".as_ref(),
+            "--size".as_ref(),
+            "64M".as_ref(),
+            img.as_os_str(),
+        ],
+    )
+    .expect_code(0);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
     let len = f.metadata().unwrap().len();
     // In every copy: bucket size 3 GiB-ish, then fix the checksum.
     for off in [4096u64, 4096 + 65536, (len - 65536) & !4095] {
@@ -93,17 +140,33 @@ fn checksummed_superblocks_with_absurd_sizes_are_refused() {
 fn other_filesystems_are_named() {
     let d = scratch();
     let img = d.path().join("ext4.img");
-    std::fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
-    let st = std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).status();
-    assert!(st.expect("mkfs.ext4 (e2fsprogs) is installed by scripts/install-deps.sh").success());
-    all_tools_refuse(&img, "not a sixfs filesystem: it contains an ext4 filesystem");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&img)
+        .status();
+    assert!(
+        st.expect("mkfs.ext4 (e2fsprogs) is installed by scripts/install-deps.sh")
+            .success()
+    );
+    all_tools_refuse(
+        &img,
+        "not a sixfs filesystem: it contains an ext4 filesystem",
+    );
 
     // A GPT label (no filesystem): named too, and mkfs refuses it.
     let gpt = d.path().join("gpt.img");
-    std::fs::File::create(&gpt).unwrap().set_len(32 << 20).unwrap();
+    std::fs::File::create(&gpt)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&gpt).unwrap();
     f.write_all_at(b"EFI PART", 512).unwrap();
     drop(f);
     all_tools_refuse(&gpt, "GPT partition table");
-    run("mkfs-sixfs", [gpt.as_os_str()]).expect_clean_error("contains a GPT partition table; use -f");
+    run("mkfs-sixfs", [gpt.as_os_str()])
+        .expect_clean_error("contains a GPT partition table; use -f");
 }

@@ -18,11 +18,21 @@ impl Drop for LoopDev {
 fn mkfs_on_a_loop_device() {
     let d = scratch();
     let img = d.path().join("backing.img");
-    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
-    let out = match Command::new("losetup").args(["-f", "--show"]).arg(&img).output() {
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let out = match Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&img)
+        .output()
+    {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
-            println!("SKIPPED: losetup failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+            println!(
+                "SKIPPED: losetup failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
             return;
         }
         Err(e) => {
@@ -33,9 +43,16 @@ fn mkfs_on_a_loop_device() {
     let dev = LoopDev(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     let p = dev.0.as_os_str();
 
-    run("mkfs-sixfs", ["-q".as_ref(), "--size".as_ref(), "64M".as_ref(), p])
-        .expect_clean_error("--size applies only to image files");
-    run("mkfs-sixfs", ["-q".as_ref(), "-L".as_ref(), "loopy".as_ref(), p]).expect_code(0);
+    run(
+        "mkfs-sixfs",
+        ["-q".as_ref(), "--size".as_ref(), "64M".as_ref(), p],
+    )
+    .expect_clean_error("--size applies only to image files");
+    run(
+        "mkfs-sixfs",
+        ["-q".as_ref(), "-L".as_ref(), "loopy".as_ref(), p],
+    )
+    .expect_code(0);
     let s = run("sixfs-debug", ["show-super".as_ref(), "--json".as_ref(), p]);
     s.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();

@@ -11,9 +11,23 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
     run(
         "mkfs-sixfs",
         [
-            "-q", "--size", "96M", "-L", "my-label", "-U", uuid, "--block-size", "4K",
-            "--bucket-size", "256K", "--btree-node-size", "128K", "--compression", "zstd:7",
-            "--data-checksum", "blake3",
+            "-q",
+            "--size",
+            "96M",
+            "-L",
+            "my-label",
+            "-U",
+            uuid,
+            "--block-size",
+            "4K",
+            "--bucket-size",
+            "256K",
+            "--btree-node-size",
+            "128K",
+            "--compression",
+            "zstd:7",
+            "--data-checksum",
+            "blake3",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -34,11 +48,22 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
         "Compression:            zstd:7",
         "Data checksum:          blake3",
     ] {
-        assert!(text.stdout.contains(want), "show-super lacks {want:?}:\n{}", text.stdout);
+        assert!(
+            text.stdout.contains(want),
+            "show-super lacks {want:?}:\n{}",
+            text.stdout
+        );
     }
-    assert!(text.stderr.is_empty(), "unexpected warnings: {}", text.stderr);
+    assert!(
+        text.stderr.is_empty(),
+        "unexpected warnings: {}",
+        text.stderr
+    );
 
-    let json = run("sixfs-debug", ["show-super".as_ref(), "--json".as_ref(), img.as_os_str()]);
+    let json = run(
+        "sixfs-debug",
+        ["show-super".as_ref(), "--json".as_ref(), img.as_os_str()],
+    );
     json.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     let sb = &v["superblock"];
@@ -52,14 +77,25 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
     assert_eq!(sb["options"]["compression"]["level"], 7);
     let copies = v["copies"].as_array().unwrap();
     assert_eq!(copies.len(), 3);
-    assert!(copies.iter().all(|c| c["status"]["state"] == "valid"), "{copies:?}");
+    assert!(
+        copies.iter().all(|c| c["status"]["state"] == "valid"),
+        "{copies:?}"
+    );
 }
 
 #[test]
 fn mkfs_json_reports_the_superblock() {
     let d = scratch();
     let img = d.path().join("j.img");
-    let r = run("mkfs-sixfs", ["--json".as_ref(), "--size".as_ref(), "64M".as_ref(), img.as_os_str()]);
+    let r = run(
+        "mkfs-sixfs",
+        [
+            "--json".as_ref(),
+            "--size".as_ref(),
+            "64M".as_ref(),
+            img.as_os_str(),
+        ],
+    );
     r.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["created"], true);
@@ -71,7 +107,10 @@ fn mkfs_json_reports_the_superblock() {
 fn mkfs_refuses_an_ext4_image_unless_forced() {
     let d = scratch();
     let img = d.path().join("ext4.img");
-    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
     let st = std::process::Command::new("mkfs.ext4")
         .args(["-q", "-F"])
         .arg(&img)
@@ -82,9 +121,17 @@ fn mkfs_refuses_an_ext4_image_unless_forced() {
 
     let r = run("mkfs-sixfs", [img.as_os_str()]);
     r.expect_clean_error("contains an ext4 filesystem; use -f to overwrite it");
-    assert_eq!(file_digest(&img), before, "a refused mkfs wrote to the image");
+    assert_eq!(
+        file_digest(&img),
+        before,
+        "a refused mkfs wrote to the image"
+    );
 
-    run("mkfs-sixfs", ["-q".as_ref(), "-f".as_ref(), img.as_os_str()]).expect_code(0);
+    run(
+        "mkfs-sixfs",
+        ["-q".as_ref(), "-f".as_ref(), img.as_os_str()],
+    )
+    .expect_code(0);
     let r = run("sixfs-debug", ["show-super".as_ref(), img.as_os_str()]);
     r.expect_code(0);
     // The ext4 signature is gone: a second mkfs finds only sixfs.
@@ -98,38 +145,103 @@ fn mkfs_refuses_bad_sizes_with_a_clear_message_and_no_write() {
     run("mkfs-sixfs", [img.as_os_str()]).expect_clean_error("give --size to create an image file");
     assert!(!img.exists(), "mkfs created a file it refused to format");
     let cases: &[(&[&str], &str)] = &[
-        (&["--size", "64M", "--bucket-size", "300K"], "bucket size 307200 is not a power of two"),
-        (&["--size", "64M", "--block-size", "3000"], "block size 3000 is not a power of two"),
-        (&["--size", "64M", "--btree-node-size", "1M", "--bucket-size", "512K"], "bucket size 524288 is smaller than the btree node size 1048576"),
+        (
+            &["--size", "64M", "--bucket-size", "300K"],
+            "bucket size 307200 is not a power of two",
+        ),
+        (
+            &["--size", "64M", "--block-size", "3000"],
+            "block size 3000 is not a power of two",
+        ),
+        (
+            &[
+                "--size",
+                "64M",
+                "--btree-node-size",
+                "1M",
+                "--bucket-size",
+                "512K",
+            ],
+            "bucket size 524288 is smaller than the btree node size 1048576",
+        ),
         (&["--size", "1M"], "the minimum with 524288-byte buckets is"),
-        (&["--size", "64M", "--compression", "zstd:99"], "zstd level must be 1..=22"),
-        (&["--size", "64M", "--metadata-checksum", "none"], "metadata checksums cannot be disabled"),
-        (&["--size", "64M", "-L", "a-label-that-is-much-longer-than-32-bytes"], "longer than 32 bytes"),
+        (
+            &["--size", "64M", "--compression", "zstd:99"],
+            "zstd level must be 1..=22",
+        ),
+        (
+            &["--size", "64M", "--metadata-checksum", "none"],
+            "metadata checksums cannot be disabled",
+        ),
+        (
+            &[
+                "--size",
+                "64M",
+                "-L",
+                "a-label-that-is-much-longer-than-32-bytes",
+            ],
+            "longer than 32 bytes",
+        ),
     ];
     for (args, msg) in cases {
-        let r = run("mkfs-sixfs", args.iter().map(|s| s.as_ref()).chain([img.as_os_str()]));
+        let r = run(
+            "mkfs-sixfs",
+            args.iter().map(|s| s.as_ref()).chain([img.as_os_str()]),
+        );
         assert_ne!(r.code, 0, "{args:?} accepted");
         assert!(r.stderr.contains(msg), "{args:?}: {}", r.stderr);
         assert!(!r.stderr.contains("panicked"));
         assert!(!img.exists(), "{args:?} created the image");
     }
     // Growing: an existing smaller file is grown, a larger one is never shrunk.
-    std::fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
-    run("mkfs-sixfs", ["-q".as_ref(), "--size".as_ref(), "64M".as_ref(), img.as_os_str()]).expect_code(0);
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    run(
+        "mkfs-sixfs",
+        [
+            "-q".as_ref(),
+            "--size".as_ref(),
+            "64M".as_ref(),
+            img.as_os_str(),
+        ],
+    )
+    .expect_code(0);
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 64 << 20);
-    run("mkfs-sixfs", ["-f".as_ref(), "--size".as_ref(), "32M".as_ref(), img.as_os_str()])
-        .expect_clean_error("mkfs never shrinks a file");
+    run(
+        "mkfs-sixfs",
+        [
+            "-f".as_ref(),
+            "--size".as_ref(),
+            "32M".as_ref(),
+            img.as_os_str(),
+        ],
+    )
+    .expect_clean_error("mkfs never shrinks a file");
 }
 
 #[test]
 fn mkfs_on_a_sparse_terabyte_allocates_almost_nothing() {
     let d = scratch();
     let img = d.path().join("tb.img");
-    run("mkfs-sixfs", ["-q".as_ref(), "--size".as_ref(), "1T".as_ref(), img.as_os_str()]).expect_code(0);
+    run(
+        "mkfs-sixfs",
+        [
+            "-q".as_ref(),
+            "--size".as_ref(),
+            "1T".as_ref(),
+            img.as_os_str(),
+        ],
+    )
+    .expect_code(0);
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(&img).unwrap();
     assert_eq!(m.len(), 1 << 40);
     let allocated = m.blocks() * 512;
-    assert!(allocated < 64 << 20, "mkfs allocated {allocated} bytes on a sparse 1 TiB image");
+    assert!(
+        allocated < 64 << 20,
+        "mkfs allocated {allocated} bytes on a sparse 1 TiB image"
+    );
     run("fsck-sixfs", ["-n".as_ref(), img.as_os_str()]).expect_code(0);
 }

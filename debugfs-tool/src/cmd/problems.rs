@@ -24,7 +24,13 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<()> {
                 "{:>4} {:<24} {:<8} {}",
                 p.number,
                 p.name,
-                if p.autofix { "auto" } else if p.can_fix { "ask" } else { "no fix" },
+                if p.autofix {
+                    "auto"
+                } else if p.can_fix {
+                    "ask"
+                } else {
+                    "no fix"
+                },
                 p.description
             );
         }

@@ -22,10 +22,16 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<()> {
     let read = read_superblock(&dev)?;
     let name = a.device.display().to_string();
     for c in read.bad_copies() {
-        eprintln!("sixfs-debug: warning: {name}: {} superblock at byte {}: {}", c.role, c.offset, c.status);
+        eprintln!(
+            "sixfs-debug: warning: {name}: {} superblock at byte {}: {}",
+            c.role, c.offset, c.status
+        );
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&show_super_json(&name, &read, a.all_copies))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&show_super_json(&name, &read, a.all_copies))?
+        );
     } else {
         print!("{}", show_super_text(&name, &read, a.all_copies));
     }

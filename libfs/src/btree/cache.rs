@@ -24,7 +24,10 @@ pub(crate) struct NodeCache {
 impl NodeCache {
     /// A cache that tries to keep at most `limit` nodes.
     pub(crate) fn new(limit: usize) -> NodeCache {
-        NodeCache { map: Mutex::new(HashMap::new()), limit: limit.max(16) }
+        NodeCache {
+            map: Mutex::new(HashMap::new()),
+            limit: limit.max(16),
+        }
     }
 
     /// The node at `addr`, if cached.

@@ -39,7 +39,14 @@ impl CheckReport {
 }
 
 fn describe(n: &Node) -> String {
-    format!("{} btree level {} node at byte {} ({}..={})", n.btree, n.level, n.addr * 512, n.min, n.max)
+    format!(
+        "{} btree level {} node at byte {} ({}..={})",
+        n.btree,
+        n.level,
+        n.addr * 512,
+        n.min,
+        n.max
+    )
 }
 
 /// Checks every btree. Structural changes are held off for the duration.
@@ -51,21 +58,34 @@ pub fn check(bt: &Btree) -> Result<CheckReport, BtreeError> {
         let root = bt.root(b);
         rep.heights.push(root.level + 1);
         if root.level >= MAX_DEPTH {
-            rep.problems.push(format!("{}: root at level {} is deeper than {MAX_DEPTH}", describe(&root), root.level));
+            rep.problems.push(format!(
+                "{}: root at level {} is deeper than {MAX_DEPTH}",
+                describe(&root),
+                root.level
+            ));
             continue;
         }
         if root.min != POS_MIN || root.max != POS_MAX {
-            rep.problems.push(format!("{}: root does not cover every position", describe(&root)));
+            rep.problems.push(format!(
+                "{}: root does not cover every position",
+                describe(&root)
+            ));
         }
         check_node(bt, &root, &mut seen, &mut rep)?;
     }
     Ok(rep)
 }
 
-fn check_node(bt: &Btree, n: &Arc<Node>, seen: &mut HashSet<u64>, rep: &mut CheckReport) -> Result<(), BtreeError> {
+fn check_node(
+    bt: &Btree,
+    n: &Arc<Node>,
+    seen: &mut HashSet<u64>,
+    rep: &mut CheckReport,
+) -> Result<(), BtreeError> {
     rep.nodes += 1;
     if !seen.insert(n.addr) {
-        rep.problems.push(format!("{}: reachable twice", describe(n)));
+        rep.problems
+            .push(format!("{}: reachable twice", describe(n)));
         return Ok(());
     }
     // Collect what is needed under the read lock; IO happens after unlocking.
@@ -77,17 +97,38 @@ fn check_node(bt: &Btree, n: &Arc<Node>, seen: &mut HashSet<u64>, rep: &mut Chec
     let mut prev: Option<Pos> = None;
     for k in live.iter() {
         if prev.is_some_and(|p| p >= k.pos) || !n.covers(k.pos) {
-            rep.problems.push(format!("{}: key {} out of order or outside the node", describe(n), k.pos));
+            rep.problems.push(format!(
+                "{}: key {} out of order or outside the node",
+                describe(n),
+                k.pos
+            ));
         }
-        let ok_type = if n.level == 0 { k.typ != KeyType::BtreePtr } else { k.typ == KeyType::BtreePtr };
+        let ok_type = if n.level == 0 {
+            k.typ != KeyType::BtreePtr
+        } else {
+            k.typ == KeyType::BtreePtr
+        };
         if !ok_type {
-            rep.problems.push(format!("{}: {} key {} at this level", describe(n), k.typ.name(), k.pos));
+            rep.problems.push(format!(
+                "{}: {} key {} at this level",
+                describe(n),
+                k.typ.name(),
+                k.pos
+            ));
         }
         prev = Some(k.pos);
     }
     // On-disk copy: must read back (checksums, identity) and match when clean.
     let ptr = n.ptr(io::written_sectors(n));
-    match io::read_node_raw(&*bt.dev, &bt.cfg, bt.journal.cur_seq(), &ptr, n.btree, n.level, n.max) {
+    match io::read_node_raw(
+        &*bt.dev,
+        &bt.cfg,
+        bt.journal.cur_seq(),
+        &ptr,
+        n.btree,
+        n.level,
+        n.max,
+    ) {
         Ok(disk) => {
             if !dirty {
                 disk.lock.lock_read();
@@ -105,7 +146,9 @@ fn check_node(bt: &Btree, n: &Arc<Node>, seen: &mut HashSet<u64>, rep: &mut Chec
                 }
             }
         }
-        Err(e) => rep.problems.push(format!("{}: does not read back: {e}", describe(n))),
+        Err(e) => rep
+            .problems
+            .push(format!("{}: does not read back: {e}", describe(n))),
     }
     if n.level == 0 {
         rep.keys += live.len() as u64;
@@ -117,11 +160,14 @@ fn check_node(bt: &Btree, n: &Arc<Node>, seen: &mut HashSet<u64>, rep: &mut Chec
     for k in live.iter() {
         match BtreePtr::decode(k.val) {
             Ok(p) => children.push((k.pos, p)),
-            Err(e) => rep.problems.push(format!("{}: bad pointer at {}: {e}", describe(n), k.pos)),
+            Err(e) => rep
+                .problems
+                .push(format!("{}: bad pointer at {}: {e}", describe(n), k.pos)),
         }
     }
     if children.is_empty() {
-        rep.problems.push(format!("{}: interior node without children", describe(n)));
+        rep.problems
+            .push(format!("{}: interior node without children", describe(n)));
     }
     for (max, p) in &children {
         if Some(p.min_pos) != expect_min {
@@ -134,7 +180,10 @@ fn check_node(bt: &Btree, n: &Arc<Node>, seen: &mut HashSet<u64>, rep: &mut Chec
         expect_min = max.successor();
     }
     if children.last().map(|c| c.0) != Some(n.max) {
-        rep.problems.push(format!("{}: children do not reach the node's end", describe(n)));
+        rep.problems.push(format!(
+            "{}: children do not reach the node's end",
+            describe(n)
+        ));
     }
     for (max, p) in children {
         // Sanity of the lookup path too: the pointer found for the child's min is this one.
@@ -143,13 +192,21 @@ fn check_node(bt: &Btree, n: &Arc<Node>, seen: &mut HashSet<u64>, rep: &mut Chec
         n.lock.unlock_read();
         match via {
             Ok((m, q)) if m == max && q.sector == p.sector => {}
-            Ok(_) => rep.problems.push(format!("{}: lookup of {} finds another child", describe(n), p.min_pos)),
+            Ok(_) => rep.problems.push(format!(
+                "{}: lookup of {} finds another child",
+                describe(n),
+                p.min_pos
+            )),
             Err(TransError::Error(e)) => return Err(e),
             Err(TransError::Restart(_)) => {}
         }
         match io::get_node(bt, &p, n.btree, n.level - 1, max) {
             Ok(c) => check_node(bt, &c, seen, rep)?,
-            Err(e) => rep.problems.push(format!("{}: child at sector {}: {e}", describe(n), p.sector)),
+            Err(e) => rep.problems.push(format!(
+                "{}: child at sector {}: {e}",
+                describe(n),
+                p.sector
+            )),
         }
     }
     Ok(())

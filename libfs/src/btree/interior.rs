@@ -43,12 +43,20 @@ fn unlock_intents(nodes: &[Arc<Node>]) {
 
 /// Intent-locks the path from the root down to the node at `level` covering `pos`.
 /// Index 0 is the root. The caller holds the btree's interior mutex.
-fn lock_path(bt: &Btree, btree: BtreeId, pos: Pos, level: u8) -> Result<Vec<Arc<Node>>, BtreeError> {
+fn lock_path(
+    bt: &Btree,
+    btree: BtreeId,
+    pos: Pos,
+    level: u8,
+) -> Result<Vec<Arc<Node>>, BtreeError> {
     let root = bt.root(btree);
     root.lock.lock_intent();
     if root.level < level {
         root.lock.unlock_intent();
-        return Err(BtreeError::InvalidKey(format!("{btree}: no level {level} in a tree of height {}", root.level + 1)));
+        return Err(BtreeError::InvalidKey(format!(
+            "{btree}: no level {level} in a tree of height {}",
+            root.level + 1
+        )));
     }
     let mut path = vec![root];
     while let Some(cur) = path.last().cloned()
@@ -87,10 +95,29 @@ fn alloc_addr(bt: &Btree) -> Result<u64, BtreeError> {
     Err(BtreeError::NoSpace { used, total })
 }
 
-fn new_node(bt: &Btree, btree: BtreeId, level: u8, min: Pos, max: Pos, set: KeySet) -> Result<Arc<Node>, BtreeError> {
+fn new_node(
+    bt: &Btree,
+    btree: BtreeId,
+    level: u8,
+    min: Pos,
+    max: Pos,
+    set: KeySet,
+) -> Result<Arc<Node>, BtreeError> {
     let addr = alloc_addr(bt)?;
-    let ws = WriteState { sealed: 1, ..WriteState::default() };
-    Ok(Arc::new(Node::new(btree, level, min, max, addr, rand::random::<u64>(), NodeData::from_set(set), ws)))
+    let ws = WriteState {
+        sealed: 1,
+        ..WriteState::default()
+    };
+    Ok(Arc::new(Node::new(
+        btree,
+        level,
+        min,
+        max,
+        addr,
+        rand::random::<u64>(),
+        NodeData::from_set(set),
+        ws,
+    )))
 }
 
 /// Writes new nodes; on failure gives their slots back.
@@ -140,7 +167,13 @@ fn swap_in_parent(
     keys.sort_by_key(|k| k.pos);
     let mut payload = Vec::new();
     let len: usize = keys.iter().map(Key::encoded_len).sum();
-    push_entry_header(&mut payload, JEntryType::BtreeKeys, btree, parent.level, len);
+    push_entry_header(
+        &mut payload,
+        JEntryType::BtreeKeys,
+        btree,
+        parent.level,
+        len,
+    );
     for k in &keys {
         k.encode_into(&mut payload);
     }
@@ -210,7 +243,12 @@ fn swap_root(
     }
     let root = bt.cache.insert(new_root.clone());
     *bt.roots[btree.idx()].write() = root;
-    bt.journal.root_changed(seq, btree, new_root.level, new_root.ptr(io::written_sectors(new_root)));
+    bt.journal.root_changed(
+        seq,
+        btree,
+        new_root.level,
+        new_root.ptr(io::written_sectors(new_root)),
+    );
     for o in old {
         o.lock.unlock_write();
     }
@@ -284,14 +322,19 @@ fn rewrite_locked(
     depth: u8,
 ) -> Result<(), BtreeError> {
     if depth >= MAX_DEPTH {
-        return Err(BtreeError::InvalidKey(format!("{btree}: tree would grow past {MAX_DEPTH} levels")));
+        return Err(BtreeError::InvalidKey(format!(
+            "{btree}: tree would grow past {MAX_DEPTH} levels"
+        )));
     }
     let path = lock_path(bt, btree, pos, level)?;
-    let Some(node) = path.last().cloned() else { return Ok(()) };
+    let Some(node) = path.last().cloned() else {
+        return Ok(());
+    };
     let is_root = path.len() == 1;
     let live = node.data().live_set();
     let cap = node_capacity(bt);
-    let cap2 = (bt.cfg.node_size as usize).saturating_sub(2 * (ENTRY_HEADER_BYTES + bt.cfg.block_size as usize));
+    let cap2 = (bt.cfg.node_size as usize)
+        .saturating_sub(2 * (ENTRY_HEADER_BYTES + bt.cfg.block_size as usize));
     let lb = live.live_bytes();
     let plan = if is_root && node.level > 0 && live.len() == 1 && incoming == 0 {
         Plan::Shrink
@@ -299,7 +342,11 @@ fn rewrite_locked(
         // Split at the hint, else at the byte median; a lone key at the node's end is split
         // off on its own so the incoming keys before it get the other half.
         let lone_at_max = || {
-            live.iter().last().filter(|k| k.pos == node.max).and(node.max.predecessor()).filter(|p| *p >= node.min)
+            live.iter()
+                .last()
+                .filter(|k| k.pos == node.max)
+                .and(node.max.predecessor())
+                .filter(|p| *p >= node.min)
         };
         let pivot = hint
             .filter(|h| node.min <= *h && *h < node.max)
@@ -319,7 +366,15 @@ fn rewrite_locked(
         let parent = &path[path.len() - 2];
         if !fits(bt, parent, 2 * PTR_KEY_BYTES) {
             unlock_intents(&path);
-            rewrite_locked(bt, btree, level + 1, pos, None, 2 * PTR_KEY_BYTES, depth + 1)?;
+            rewrite_locked(
+                bt,
+                btree,
+                level + 1,
+                pos,
+                None,
+                2 * PTR_KEY_BYTES,
+                depth + 1,
+            )?;
             return rewrite_locked(bt, btree, level, pos, hint, incoming, depth + 1);
         }
     }
@@ -346,7 +401,9 @@ fn rewrite_locked(
             let (ls, rs) = partition(&live, pivot);
             let Some(rmin) = pivot.successor() else {
                 unlock_intents(&path);
-                return Err(BtreeError::InvalidKey("split at the maximum position".into()));
+                return Err(BtreeError::InvalidKey(
+                    "split at the maximum position".into(),
+                ));
             };
             let made = new_node(bt, btree, node.level, node.min, pivot, ls)
                 .and_then(|l| new_node(bt, btree, node.level, rmin, node.max, rs).map(|r| (l, r)));
@@ -365,7 +422,9 @@ fn rewrite_locked(
             if is_root {
                 if node.level + 1 >= MAX_DEPTH {
                     unlock_intents(&path);
-                    return Err(BtreeError::InvalidKey(format!("{btree}: tree would grow past {MAX_DEPTH} levels")));
+                    return Err(BtreeError::InvalidKey(format!(
+                        "{btree}: tree would grow past {MAX_DEPTH} levels"
+                    )));
                 }
                 let mut set = KeySet::new();
                 set.push_sorted(&ptr_key(&l).as_ref());
@@ -406,7 +465,15 @@ fn rewrite_locked(
                 swap_root(bt, btree, &c, &[node], &[], &path)
             } else {
                 let parent = path[path.len() - 2].clone();
-                swap_in_parent(bt, btree, &parent, &[node], std::slice::from_ref(&c), vec![ptr_key(&c)], &path)
+                swap_in_parent(
+                    bt,
+                    btree,
+                    &parent,
+                    &[node],
+                    std::slice::from_ref(&c),
+                    vec![ptr_key(&c)],
+                    &path,
+                )
             }
         }
         Plan::Merge => merge(bt, btree, path, node, live, incoming),
@@ -427,12 +494,29 @@ fn merge(
     // Prefer the right sibling; use the left one at the parent's end.
     let sib = {
         let d = parent.data();
-        let right = node.max.successor().filter(|_| node.max < parent.max).and_then(|p| d.seek_ge(p));
-        let left = node.min.predecessor().filter(|_| node.min > parent.min).and_then(|p| d.seek_le(p));
-        right.map(|k| (k.to_owned(), true)).or_else(|| left.map(|k| (k.to_owned(), false)))
+        let right = node
+            .max
+            .successor()
+            .filter(|_| node.max < parent.max)
+            .and_then(|p| d.seek_ge(p));
+        let left = node
+            .min
+            .predecessor()
+            .filter(|_| node.min > parent.min)
+            .and_then(|p| d.seek_le(p));
+        right
+            .map(|k| (k.to_owned(), true))
+            .or_else(|| left.map(|k| (k.to_owned(), false)))
     };
     let compact = |path: Vec<Arc<Node>>| -> Result<(), BtreeError> {
-        let c = match new_node(bt, btree, node.level, node.min, node.max, node.data().live_set()) {
+        let c = match new_node(
+            bt,
+            btree,
+            node.level,
+            node.min,
+            node.max,
+            node.data().live_set(),
+        ) {
             Ok(n) => n,
             Err(e) => {
                 unlock_intents(&path);
@@ -444,9 +528,19 @@ fn merge(
             return Err(e);
         }
         bt.counters.compactions.fetch_add(1, Ordering::Relaxed);
-        swap_in_parent(bt, btree, &parent, std::slice::from_ref(&node), std::slice::from_ref(&c), vec![ptr_key(&c)], &path)
+        swap_in_parent(
+            bt,
+            btree,
+            &parent,
+            std::slice::from_ref(&node),
+            std::slice::from_ref(&c),
+            vec![ptr_key(&c)],
+            &path,
+        )
     };
-    let Some((sk, is_right)) = sib else { return compact(path) };
+    let Some((sk, is_right)) = sib else {
+        return compact(path);
+    };
     let sptr = match crate::format::btree_ptr::BtreePtr::decode(&sk.val) {
         Ok(p) => p,
         Err(e) => {
@@ -481,7 +575,11 @@ fn merge(
         sib.lock.unlock_intent();
         return compact(path);
     }
-    let (left, right, ll, rl) = if is_right { (&node, &sib, &live, &slive) } else { (&sib, &node, &slive, &live) };
+    let (left, right, ll, rl) = if is_right {
+        (&node, &sib, &live, &slive)
+    } else {
+        (&sib, &node, &slive, &live)
+    };
     let merged = KeySet::merge(&[ll, rl], true);
     let m = match new_node(bt, btree, node.level, left.min, right.max, merged) {
         Ok(n) => n,
@@ -510,23 +608,44 @@ fn merge(
         return swap_root(bt, btree, &m, &old3, &[], &held);
     }
     let keys = vec![Key::deleted(left.max), ptr_key(&m)];
-    swap_in_parent(bt, btree, &parent, &old, std::slice::from_ref(&m), keys, &held)
+    swap_in_parent(
+        bt,
+        btree,
+        &parent,
+        &old,
+        std::slice::from_ref(&m),
+        keys,
+        &held,
+    )
 }
 
 /// Inserts interior keys at `level` (journal replay). Each key is journaled again.
-pub(crate) fn insert_interior_keys(bt: &Btree, btree: BtreeId, level: u8, keys: &[Key]) -> Result<(), BtreeError> {
+pub(crate) fn insert_interior_keys(
+    bt: &Btree,
+    btree: BtreeId,
+    level: u8,
+    keys: &[Key],
+) -> Result<(), BtreeError> {
     let _g = bt.interior[btree.idx()].lock();
     for k in keys {
         loop {
             let path = lock_path(bt, btree, k.pos, level)?;
-            let Some(node) = path.last().cloned() else { break };
+            let Some(node) = path.last().cloned() else {
+                break;
+            };
             if !fits(bt, &node, k.encoded_len()) {
                 unlock_intents(&path);
                 rewrite_locked(bt, btree, level, k.pos, None, k.encoded_len(), 0)?;
                 continue;
             }
             let mut payload = Vec::new();
-            push_entry_header(&mut payload, JEntryType::BtreeKeys, btree, level, k.encoded_len());
+            push_entry_header(
+                &mut payload,
+                JEntryType::BtreeKeys,
+                btree,
+                level,
+                k.encoded_len(),
+            );
             k.encode_into(&mut payload);
             let res = match bt.journal.reserve(&payload) {
                 Ok(r) => r,

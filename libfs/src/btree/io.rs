@@ -23,8 +23,22 @@ use crate::format::btree_id::BtreeId;
 use crate::format::btree_node::{EntryError, EntryInfo, decode_entry, encode_entry};
 use crate::format::btree_ptr::BtreePtr;
 
-fn corrupt(btree: BtreeId, level: u8, min: Pos, max: Pos, offset: u64, detail: String) -> BtreeError {
-    BtreeError::Corrupt { btree, level, min, max, offset, detail }
+fn corrupt(
+    btree: BtreeId,
+    level: u8,
+    min: Pos,
+    max: Pos,
+    offset: u64,
+    detail: String,
+) -> BtreeError {
+    BtreeError::Corrupt {
+        btree,
+        level,
+        min,
+        max,
+        offset,
+        detail,
+    }
 }
 
 /// Reads and checks the node `ptr` points at, expected to be `btree`'s node at `level`
@@ -42,22 +56,40 @@ pub(crate) fn read_node_raw(
     let base = ptr.sector.saturating_mul(512);
     let node_size = cfg.node_size as usize;
     let bad = |offset: u64, detail: String| corrupt(btree, level, min, max, offset, detail);
-    if base.checked_add(node_size as u64).is_none_or(|e| e > dev.len()) || base % node_size as u64 != 0 {
-        return Err(bad(base, format!("pointer to sector {} is outside the device or unaligned", ptr.sector)));
+    if base
+        .checked_add(node_size as u64)
+        .is_none_or(|e| e > dev.len())
+        || base % node_size as u64 != 0
+    {
+        return Err(bad(
+            base,
+            format!(
+                "pointer to sector {} is outside the device or unaligned",
+                ptr.sector
+            ),
+        ));
     }
     let mut buf = vec![0u8; node_size];
     dev.read_at(&mut buf, base)?;
     let bs = cfg.block_size as usize;
     let first = match decode_entry(&buf, cfg.magic, None, 0, cfg.csum, bs) {
         Ok(e) => e,
-        Err(EntryError::End) => return Err(bad(base, "no node here (bad magic: stale or wrong pointer)".into())),
+        Err(EntryError::End) => {
+            return Err(bad(
+                base,
+                "no node here (bad magic: stale or wrong pointer)".into(),
+            ));
+        }
         Err(EntryError::Corrupt(e)) => return Err(bad(base, format!("first entry: {e}"))),
     };
     let i = first.info;
     if i.node_seq != ptr.node_seq {
         return Err(bad(
             base,
-            format!("node seq {:#x} does not match the pointer's {:#x} (stale pointer)", i.node_seq, ptr.node_seq),
+            format!(
+                "node seq {:#x} does not match the pointer's {:#x} (stale pointer)",
+                i.node_seq, ptr.node_seq
+            ),
         ));
     }
     if i.btree_id != btree || i.level != level || i.min_pos != min || i.max_pos != max {
@@ -76,7 +108,10 @@ pub(crate) fn read_node_raw(
         if e.info.journal_seq > cur_seq {
             return Err(bad(
                 base + off as u64,
-                format!("entry carries journal seq {} beyond the journal's {cur_seq}", e.info.journal_seq),
+                format!(
+                    "entry carries journal seq {} beyond the journal's {cur_seq}",
+                    e.info.journal_seq
+                ),
             ));
         }
         if !cfg.blacklisted(e.info.journal_seq) {
@@ -87,18 +122,35 @@ pub(crate) fn read_node_raw(
             break;
         }
         let sector = u32::try_from(off / 512).unwrap_or(u32::MAX);
-        match decode_entry(&buf[off..], cfg.magic, Some(i.node_seq), sector, cfg.csum, bs) {
+        match decode_entry(
+            &buf[off..],
+            cfg.magic,
+            Some(i.node_seq),
+            sector,
+            cfg.csum,
+            bs,
+        ) {
             Ok(next) => {
                 let ni = next.info;
-                if ni.btree_id != btree || ni.level != level || ni.min_pos != min || ni.max_pos != max {
-                    return Err(bad(base + off as u64, "appended entry disagrees with the node header".into()));
+                if ni.btree_id != btree
+                    || ni.level != level
+                    || ni.min_pos != min
+                    || ni.max_pos != max
+                {
+                    return Err(bad(
+                        base + off as u64,
+                        "appended entry disagrees with the node header".into(),
+                    ));
                 }
                 entry = Some(next);
             }
             Err(EntryError::End) => {}
             Err(EntryError::Corrupt(err)) => {
                 if (off as u64) < u64::from(ptr.sectors_written) * 512 {
-                    return Err(bad(base + off as u64, format!("entry inside the written part is damaged: {err}")));
+                    return Err(bad(
+                        base + off as u64,
+                        format!("entry inside the written part is damaged: {err}"),
+                    ));
                 }
                 // A torn append after the part known written: not durable, ignored.
             }
@@ -107,13 +159,31 @@ pub(crate) fn read_node_raw(
     if (off as u64) < u64::from(ptr.sectors_written) * 512 {
         return Err(bad(
             base,
-            format!("only {} sectors valid, the pointer says {} were written (torn node)", off / 512, ptr.sectors_written),
+            format!(
+                "only {} sectors valid, the pointer says {} were written (torn node)",
+                off / 512,
+                ptr.sectors_written
+            ),
         ));
     }
     let refs: Vec<&KeySet> = sets.iter().collect();
     let merged = KeySet::merge(&refs, true);
-    let ws = WriteState { sealed: 1, disk_bytes: off as u64, written_bytes: off as u64, ..WriteState::default() };
-    Ok(Node::new(btree, level, min, max, ptr.sector, ptr.node_seq, NodeData::from_set(merged), ws))
+    let ws = WriteState {
+        sealed: 1,
+        disk_bytes: off as u64,
+        written_bytes: off as u64,
+        ..WriteState::default()
+    };
+    Ok(Node::new(
+        btree,
+        level,
+        min,
+        max,
+        ptr.sector,
+        ptr.node_seq,
+        NodeData::from_set(merged),
+        ws,
+    ))
 }
 
 /// The node `ptr` points at, from the cache or read from disk (and cached). The caller holds
@@ -128,7 +198,15 @@ pub(crate) fn get_node(
     if let Some(n) = bt.cache.get(ptr.sector) {
         return Ok(n);
     }
-    let n = read_node_raw(&*bt.dev, &bt.cfg, bt.journal.cur_seq(), ptr, btree, level, max)?;
+    let n = read_node_raw(
+        &*bt.dev,
+        &bt.cfg,
+        bt.journal.cur_seq(),
+        ptr,
+        btree,
+        level,
+        max,
+    )?;
     bt.counters.node_reads.fetch_add(1, Ordering::Relaxed);
     Ok(bt.cache.insert(Arc::new(n)))
 }
@@ -154,9 +232,19 @@ pub(crate) fn write_new_node(bt: &Btree, node: &Node, journal_seq: u64) -> Resul
             max_pos: node.max,
         };
         let mut buf = Vec::with_capacity(keys.len() + 4096);
-        encode_entry(&mut buf, &info, &keys, bt.cfg.magic, bt.cfg.csum, bt.cfg.block_size as usize);
+        encode_entry(
+            &mut buf,
+            &info,
+            &keys,
+            bt.cfg.magic,
+            bt.cfg.csum,
+            bt.cfg.block_size as usize,
+        );
         if buf.len() > bt.cfg.node_size as usize {
-            return Err(BtreeError::KeyTooBig { bytes: buf.len(), node_size: bt.cfg.node_size });
+            return Err(BtreeError::KeyTooBig {
+                bytes: buf.len(),
+                node_size: bt.cfg.node_size,
+            });
         }
         let mut ws = node.ws.lock();
         ws.sealed = d.sets.len();
@@ -207,7 +295,14 @@ pub(crate) fn write_node(bt: &Btree, node: &Arc<Node>) -> Result<(), BtreeError>
             max_pos: node.max,
         };
         let mut buf = Vec::with_capacity(keys.len() + 4096);
-        encode_entry(&mut buf, &info, &keys, bt.cfg.magic, bt.cfg.csum, bt.cfg.block_size as usize);
+        encode_entry(
+            &mut buf,
+            &info,
+            &keys,
+            bt.cfg.magic,
+            bt.cfg.csum,
+            bt.cfg.block_size as usize,
+        );
         if offset + buf.len() as u64 > u64::from(bt.cfg.node_size) {
             return Err(corrupt(
                 node.btree,
@@ -280,7 +375,20 @@ pub fn format_empty_root(
         max_pos: POS_MAX,
     };
     let mut buf = Vec::new();
-    encode_entry(&mut buf, &info, &[], cfg.magic, cfg.csum, cfg.block_size as usize);
+    encode_entry(
+        &mut buf,
+        &info,
+        &[],
+        cfg.magic,
+        cfg.csum,
+        cfg.block_size as usize,
+    );
     dev.write_at(&buf, addr * 512)?;
-    Ok(BtreePtr { sector: addr, node_seq, sectors_written: sectors(buf.len() as u64), generation: 0, min_pos: POS_MIN })
+    Ok(BtreePtr {
+        sector: addr,
+        node_seq,
+        sectors_written: sectors(buf.len() as u64),
+        generation: 0,
+        min_pos: POS_MIN,
+    })
 }

@@ -33,7 +33,11 @@ impl KeySet {
     }
 
     pub(crate) fn with_capacity(keys: usize, bytes: usize) -> KeySet {
-        KeySet { buf: Vec::with_capacity(bytes), ents: Vec::with_capacity(keys), live_bytes: 0 }
+        KeySet {
+            buf: Vec::with_capacity(bytes),
+            ents: Vec::with_capacity(keys),
+            live_bytes: 0,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -78,7 +82,12 @@ impl KeySet {
         let off = e.off as usize;
         let rec = self.buf.get(off..off + usize::from(e.len))?;
         let size = u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]);
-        Some(KeyRef { pos: e.pos, typ: e.typ, size, val: &rec[KEY_HEADER_BYTES..] })
+        Some(KeyRef {
+            pos: e.pos,
+            typ: e.typ,
+            size,
+            val: &rec[KEY_HEADER_BYTES..],
+        })
     }
 
     /// The record bytes of entry `i`.
@@ -99,7 +108,12 @@ impl KeySet {
         let off = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
         encode_key(&mut self.buf, k.pos, k.typ, k.size, k.val);
         let len = u16::try_from(k.encoded_len()).unwrap_or(u16::MAX);
-        Ent { pos: k.pos, off, len, typ: k.typ }
+        Ent {
+            pos: k.pos,
+            off,
+            len,
+            typ: k.typ,
+        }
     }
 
     /// Inserts or replaces `k`. Returns the length of the record it replaced, if any.
@@ -139,7 +153,9 @@ impl KeySet {
             if len < KEY_HEADER_BYTES || at + len > records.len() {
                 break;
             }
-            let Some(pos) = crate::format::bkey::peek_pos(&records[at..]) else { break };
+            let Some(pos) = crate::format::bkey::peek_pos(&records[at..]) else {
+                break;
+            };
             let typ = KeyType::from_u8(records[at + 2]).unwrap_or(KeyType::Deleted);
             s.ents.push(Ent {
                 pos,

@@ -67,7 +67,9 @@ pub struct BtreeConfig {
 
 impl BtreeConfig {
     pub(crate) fn blacklisted(&self, seq: u64) -> bool {
-        self.blacklist.iter().any(|r| r.start <= seq && seq <= r.end)
+        self.blacklist
+            .iter()
+            .any(|r| r.start <= seq && seq <= r.end)
     }
 }
 
@@ -105,7 +107,18 @@ impl BtreeCounters {
     pub fn snapshot(&self) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = RestartReason::ALL
             .iter()
-            .map(|r| (format!("restart_{}", serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()), self.restarts(*r)))
+            .map(|r| {
+                (
+                    format!(
+                        "restart_{}",
+                        serde_json::to_value(r)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
+                    ),
+                    self.restarts(*r),
+                )
+            })
             .collect();
         for (n, c) in [
             ("splits", &self.splits),
@@ -141,7 +154,9 @@ pub struct Btree {
 
 impl std::fmt::Debug for Btree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Btree").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("Btree")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -159,7 +174,15 @@ impl Btree {
         let mut root_nodes = Vec::with_capacity(BTREE_ID_NR);
         for (i, (level, ptr)) in roots.iter().enumerate() {
             let b = BtreeId::ALL[i];
-            let n = io::read_node_raw(&*dev, &cfg, journal.cur_seq(), ptr, b, *level, crate::format::bkey::POS_MAX)?;
+            let n = io::read_node_raw(
+                &*dev,
+                &cfg,
+                journal.cur_seq(),
+                ptr,
+                b,
+                *level,
+                crate::format::bkey::POS_MAX,
+            )?;
             root_nodes.push(RwLock::new(cache.insert(Arc::new(n))));
         }
         let bt = Arc::new(Btree {
@@ -174,7 +197,8 @@ impl Btree {
             counters: BtreeCounters::default(),
             error: Mutex::new(None),
         });
-        let weak: std::sync::Weak<dyn JournalReclaim> = Arc::downgrade(&(bt.clone() as Arc<dyn JournalReclaim>));
+        let weak: std::sync::Weak<dyn JournalReclaim> =
+            Arc::downgrade(&(bt.clone() as Arc<dyn JournalReclaim>));
         bt.journal.set_reclaim(weak);
         Ok(bt)
     }
@@ -260,7 +284,9 @@ impl Btree {
                 .values()
                 .filter_map(|n| {
                     let ws = n.ws.lock();
-                    ws.unwritten_pin.filter(|&p| p <= upto).map(|p| (p, n.clone()))
+                    ws.unwritten_pin
+                        .filter(|&p| p <= upto)
+                        .map(|p| (p, n.clone()))
                 })
                 .collect();
             v.sort_by_key(|(p, _)| *p);

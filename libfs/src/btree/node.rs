@@ -152,7 +152,10 @@ impl Node {
     #[inline]
     #[allow(clippy::mut_from_ref)]
     pub(crate) fn data_mut(&self) -> &mut NodeData {
-        debug_assert!(self.lock.is_write_locked(), "node data changed without the write lock");
+        debug_assert!(
+            self.lock.is_write_locked(),
+            "node data changed without the write lock"
+        );
         // SAFETY: the write lock excludes every reader and every other writer, and the caller
         // holds it for as long as it uses the reference.
         unsafe { &mut *self.data.get() }
@@ -294,7 +297,9 @@ impl NodeData {
     }
 
     fn sets_bytes_from(&self, from: usize) -> usize {
-        self.sets.get(from..).map_or(0, |s| s.iter().map(KeySet::live_bytes).sum())
+        self.sets
+            .get(from..)
+            .map_or(0, |s| s.iter().map(KeySet::live_bytes).sum())
     }
 
     /// Keeps at most two sealed sets: merges the two newest sealed sets when the newer one

@@ -63,7 +63,14 @@ impl SimpleNodeAlloc {
             }
         }
         let total = free.len() as u64;
-        SimpleNodeAlloc { inner: Mutex::new(Inner { free, pending: Vec::new(), used: 0 }), total }
+        SimpleNodeAlloc {
+            inner: Mutex::new(Inner {
+                free,
+                pending: Vec::new(),
+                used: 0,
+            }),
+            total,
+        }
     }
 }
 
@@ -122,7 +129,10 @@ mod tests {
         assert_eq!(x, 24);
         assert!(a.alloc().is_none());
         a.free_after(x, 10);
-        assert!(a.alloc().is_none(), "reused before the freeing seq was durable");
+        assert!(
+            a.alloc().is_none(),
+            "reused before the freeing seq was durable"
+        );
         a.durable(9);
         assert!(a.alloc().is_none());
         a.durable(10);

@@ -9,6 +9,12 @@
 //! locks, inserts, pins the journal seq in each leaf, and unlocks. Nothing can fail after the
 //! journal reservation.
 //!
+//! Isolation is optimistic: every leaf a transaction reads is remembered with its lock seq;
+//! at commit, once the written leaves are write-locked, each read leaf is relocked by that
+//! seq (without blocking). If any changed since it was read, the commit gives back its
+//! journal reservation (as padding) and restarts — so a committed transaction saw exactly
+//! the state it changed (serialisable), while blind writes never conflict.
+//!
 //! Restarts ([`TransError::Restart`]) mean "drop everything and run the transaction again";
 //! [`super::Btree::run`] does that and counts the reasons. Transaction bodies must therefore
 //! be idempotent.
@@ -32,6 +38,7 @@ use crate::sync::six::SixLockType;
 pub struct BtreeTrans<'a> {
     bt: &'a Btree,
     updates: BTreeMap<(BtreeId, Pos), Key>,
+    reads: Vec<(Arc<Node>, u32)>,
 }
 
 /// A cursor over one btree, used through [`BtreeTrans::next`], [`BtreeTrans::prev`] and
@@ -65,10 +72,16 @@ fn corrupt_node(n: &Node, detail: String) -> TransError {
 pub(crate) fn child_ptr(n: &Node, pos: Pos) -> Result<(Pos, BtreePtr), TransError> {
     let d = n.data();
     let Some(k) = d.seek_ge(pos) else {
-        return Err(corrupt_node(n, format!("interior node has no child covering {pos}")));
+        return Err(corrupt_node(
+            n,
+            format!("interior node has no child covering {pos}"),
+        ));
     };
     if k.typ != KeyType::BtreePtr {
-        return Err(corrupt_node(n, format!("interior node holds a {} key at {}", k.typ.name(), k.pos)));
+        return Err(corrupt_node(
+            n,
+            format!("interior node holds a {} key at {}", k.typ.name(), k.pos),
+        ));
     }
     let p = BtreePtr::decode(k.val).map_err(|e| corrupt_node(n, e.to_string()))?;
     Ok((k.pos, p))
@@ -76,12 +89,29 @@ pub(crate) fn child_ptr(n: &Node, pos: Pos) -> Result<(Pos, BtreePtr), TransErro
 
 impl<'a> BtreeTrans<'a> {
     pub(crate) fn new(bt: &'a Btree) -> Self {
-        BtreeTrans { bt, updates: BTreeMap::new() }
+        BtreeTrans {
+            bt,
+            updates: BTreeMap::new(),
+            reads: Vec::new(),
+        }
     }
 
-    /// Starts (or restarts) the transaction: forgets queued updates.
+    /// Starts (or restarts) the transaction: forgets queued updates and reads.
     pub fn begin(&mut self) {
         self.updates.clear();
+        self.reads.clear();
+    }
+
+    /// Remembers that `leaf` (locked) was read at its current seq.
+    fn note_read(&mut self, leaf: &Arc<Node>) {
+        let seq = leaf.lock.seq();
+        if !self
+            .reads
+            .iter()
+            .any(|(n, s)| Arc::ptr_eq(n, leaf) && *s == seq)
+        {
+            self.reads.push((leaf.clone(), seq));
+        }
     }
 
     /// The store.
@@ -104,9 +134,16 @@ impl<'a> BtreeTrans<'a> {
         'top: loop {
             let root = bt.root(btree);
             if root.level < level {
-                return Err(corrupt_node(&root, format!("no level {level} below a root at level {}", root.level)));
+                return Err(corrupt_node(
+                    &root,
+                    format!("no level {level} below a root at level {}", root.level),
+                ));
             }
-            let rt = if root.level == level { want } else { SixLockType::Read };
+            let rt = if root.level == level {
+                want
+            } else {
+                SixLockType::Read
+            };
             root.lock.lock(rt);
             if root.is_dead() || !Arc::ptr_eq(&root, &bt.root(btree)) {
                 root.lock.unlock(rt);
@@ -129,8 +166,16 @@ impl<'a> BtreeTrans<'a> {
                     None => {
                         let seq = cur.lock.seq();
                         cur.lock.unlock(cur_t);
-                        let n = io::read_node_raw(&*bt.dev, &bt.cfg, bt.journal.cur_seq(), &ptr, btree, child_level, max)
-                            .map_err(TransError::Error)?;
+                        let n = io::read_node_raw(
+                            &*bt.dev,
+                            &bt.cfg,
+                            bt.journal.cur_seq(),
+                            &ptr,
+                            btree,
+                            child_level,
+                            max,
+                        )
+                        .map_err(TransError::Error)?;
                         bt.counters.node_reads.fetch_add(1, Ordering::Relaxed);
                         if !cur.lock.relock(cur_t, seq) {
                             bt.counters.restart(RestartReason::NodeFill);
@@ -139,15 +184,23 @@ impl<'a> BtreeTrans<'a> {
                         bt.cache.insert(Arc::new(n))
                     }
                 };
-                if child.node_seq != ptr.node_seq || child.level != child_level || child.max != max {
+                if child.node_seq != ptr.node_seq || child.level != child_level || child.max != max
+                {
                     let e = corrupt_node(
                         &cur,
-                        format!("cached node at sector {} is not the one the pointer names", ptr.sector),
+                        format!(
+                            "cached node at sector {} is not the one the pointer names",
+                            ptr.sector
+                        ),
                     );
                     cur.lock.unlock(cur_t);
                     return Err(e);
                 }
-                let ct = if child_level == level { want } else { SixLockType::Read };
+                let ct = if child_level == level {
+                    want
+                } else {
+                    SixLockType::Read
+                };
                 if child.lock.try_lock(ct) {
                     cur.lock.unlock(cur_t);
                 } else {
@@ -173,6 +226,7 @@ impl<'a> BtreeTrans<'a> {
         }
         let leaf = Self::traverse(self.bt, btree, pos, 0, SixLockType::Read)?;
         let r = leaf.data().get(pos).map(|k| k.to_owned());
+        self.note_read(&leaf);
         leaf.lock.unlock_read();
         Ok(r)
     }
@@ -203,7 +257,12 @@ impl<'a> BtreeTrans<'a> {
     }
 
     /// Queues deletion of every live key in `[start, end]`; returns how many.
-    pub fn delete_range(&mut self, btree: BtreeId, start: Pos, end: Pos) -> Result<usize, TransError> {
+    pub fn delete_range(
+        &mut self,
+        btree: BtreeId,
+        start: Pos,
+        end: Pos,
+    ) -> Result<usize, TransError> {
         let mut it = self.iter(btree, start);
         let mut n = 0;
         while let Some(k) = self.next(&mut it)? {
@@ -218,7 +277,11 @@ impl<'a> BtreeTrans<'a> {
 
     /// A cursor at `pos`.
     pub fn iter(&self, btree: BtreeId, pos: Pos) -> BtreeIter {
-        BtreeIter { btree, pos: Some(pos), leaf: None }
+        BtreeIter {
+            btree,
+            pos: Some(pos),
+            leaf: None,
+        }
     }
 
     /// Moves the cursor to `pos`.
@@ -227,7 +290,12 @@ impl<'a> BtreeTrans<'a> {
     }
 
     /// The first tree key (not the overlay) with position ≥ `pos` (`forward`) or ≤ `pos`.
-    fn tree_step(&self, it: &mut BtreeIter, pos: Pos, forward: bool) -> Result<Option<Key>, TransError> {
+    fn tree_step(
+        &mut self,
+        it: &mut BtreeIter,
+        pos: Pos,
+        forward: bool,
+    ) -> Result<Option<Key>, TransError> {
         let mut pos = pos;
         loop {
             let leaf = match it.leaf.take() {
@@ -235,8 +303,14 @@ impl<'a> BtreeTrans<'a> {
                 _ => Self::traverse(self.bt, it.btree, pos, 0, SixLockType::Read)?,
             };
             let d = leaf.data();
-            let found = if forward { d.seek_ge(pos) } else { d.seek_le(pos) }.map(|k| k.to_owned());
+            let found = if forward {
+                d.seek_ge(pos)
+            } else {
+                d.seek_le(pos)
+            }
+            .map(|k| k.to_owned());
             let seq = leaf.lock.seq();
+            self.note_read(&leaf);
             leaf.lock.unlock_read();
             match found {
                 Some(k) => {
@@ -244,7 +318,11 @@ impl<'a> BtreeTrans<'a> {
                     return Ok(Some(k));
                 }
                 None => {
-                    let next = if forward { leaf.max.successor() } else { leaf.min.predecessor() };
+                    let next = if forward {
+                        leaf.max.successor()
+                    } else {
+                        leaf.min.predecessor()
+                    };
                     match next {
                         Some(p) => pos = p,
                         None => return Ok(None),
@@ -254,23 +332,45 @@ impl<'a> BtreeTrans<'a> {
         }
     }
 
-    fn step(&mut self, it: &mut BtreeIter, forward: bool, advance: bool) -> Result<Option<Key>, TransError> {
-        let Some(mut pos) = it.pos else { return Ok(None) };
+    fn step(
+        &mut self,
+        it: &mut BtreeIter,
+        forward: bool,
+        advance: bool,
+    ) -> Result<Option<Key>, TransError> {
+        let Some(mut pos) = it.pos else {
+            return Ok(None);
+        };
         loop {
             let tree = self.tree_step(it, pos, forward)?;
             let range = if forward {
-                (Bound::Included((it.btree, pos)), Bound::Included((it.btree, POS_MAX)))
+                (
+                    Bound::Included((it.btree, pos)),
+                    Bound::Included((it.btree, POS_MAX)),
+                )
             } else {
-                (Bound::Included((it.btree, Pos::default())), Bound::Included((it.btree, pos)))
+                (
+                    Bound::Included((it.btree, Pos::default())),
+                    Bound::Included((it.btree, pos)),
+                )
             };
             let mut over = self.updates.range(range);
-            let ov = if forward { over.next() } else { over.next_back() }.map(|(_, k)| k);
+            let ov = if forward {
+                over.next()
+            } else {
+                over.next_back()
+            }
+            .map(|(_, k)| k);
             let pick = match (tree, ov) {
                 (None, None) => None,
                 (Some(t), None) => Some(t),
                 (None, Some(o)) => Some(o.clone()),
                 (Some(t), Some(o)) => {
-                    let overlay_first = if forward { o.pos <= t.pos } else { o.pos >= t.pos };
+                    let overlay_first = if forward {
+                        o.pos <= t.pos
+                    } else {
+                        o.pos >= t.pos
+                    };
                     Some(if overlay_first { o.clone() } else { t })
                 }
             };
@@ -286,7 +386,11 @@ impl<'a> BtreeTrans<'a> {
                 None => k,
             };
             if k.is_deleted() {
-                match if forward { k.pos.successor() } else { k.pos.predecessor() } {
+                match if forward {
+                    k.pos.successor()
+                } else {
+                    k.pos.predecessor()
+                } {
                     Some(p) => {
                         pos = p;
                         continue;
@@ -300,7 +404,11 @@ impl<'a> BtreeTrans<'a> {
                 }
             }
             if advance {
-                it.pos = if forward { k.pos.successor() } else { k.pos.predecessor() };
+                it.pos = if forward {
+                    k.pos.successor()
+                } else {
+                    k.pos.predecessor()
+                };
             } else {
                 it.pos = Some(k.pos);
             }
@@ -365,6 +473,7 @@ impl<'a> BtreeTrans<'a> {
                 }
             }
             let next = leaf.max.successor();
+            self.note_read(&leaf);
             leaf.lock.unlock_read();
             if stop || leaf.max >= end {
                 return Ok(());
@@ -385,11 +494,34 @@ impl<'a> BtreeTrans<'a> {
     /// none); the transaction is durable once the journal is flushed through that seq.
     pub fn commit(&mut self) -> Result<u64, TransError> {
         if self.updates.is_empty() {
-            return Ok(0);
+            // Read-only: valid if nothing read has changed since.
+            let mut relocked = Vec::new();
+            let mut valid = true;
+            for (n, seq) in &self.reads {
+                if n.lock.relock(SixLockType::Read, *seq) {
+                    relocked.push(n);
+                } else {
+                    valid = false;
+                    break;
+                }
+            }
+            for n in relocked {
+                n.lock.unlock_read();
+            }
+            self.reads.clear();
+            return if valid {
+                Ok(0)
+            } else {
+                Err(TransError::Restart(RestartReason::Relock))
+            };
         }
         self.bt.check_error()?;
         let bt = self.bt;
-        let ups: Vec<(BtreeId, Key)> = self.updates.iter().map(|((b, _), k)| (*b, k.clone())).collect();
+        let ups: Vec<(BtreeId, Key)> = self
+            .updates
+            .iter()
+            .map(|((b, _), k)| (*b, k.clone()))
+            .collect();
         // Take intent locks on the leaves, in order, and check each has room.
         let mut leaves: Vec<(Arc<Node>, std::ops::Range<usize>)> = Vec::new();
         let unlock_all = |leaves: &[(Arc<Node>, std::ops::Range<usize>)]| {
@@ -420,7 +552,8 @@ impl<'a> BtreeTrans<'a> {
                 unlock_all(&leaves);
                 // A run too big for half a node is split at its middle key, so each retry
                 // halves it; otherwise the leaf is split or compacted as its contents need.
-                let hint = (entry_disk_bytes(bytes, bt.cfg.block_size as usize) > bt.cfg.node_size as usize / 2)
+                let hint = (entry_disk_bytes(bytes, bt.cfg.block_size as usize)
+                    > bt.cfg.node_size as usize / 2)
                     .then(|| ups[i + (j - i) / 2].1.pos)
                     .filter(|&h| h < max);
                 interior::rewrite(bt, b, 0, first, hint, bytes).map_err(TransError::Error)?;
@@ -434,7 +567,10 @@ impl<'a> BtreeTrans<'a> {
         let mut s = 0;
         while s < ups.len() {
             let b = ups[s].0;
-            let e = ups[s..].iter().position(|(x, _)| *x != b).map_or(ups.len(), |n| s + n);
+            let e = ups[s..]
+                .iter()
+                .position(|(x, _)| *x != b)
+                .map_or(ups.len(), |n| s + n);
             let len: usize = ups[s..e].iter().map(|(_, k)| k.encoded_len()).sum();
             push_entry_header(&mut payload, JEntryType::BtreeKeys, b, 0, len);
             for (_, k) in &ups[s..e] {
@@ -442,7 +578,17 @@ impl<'a> BtreeTrans<'a> {
             }
             s = e;
         }
-        let res = match bt.journal.reserve(&payload) {
+        // Leaves both read and written: unchanged since read? (Our intent keeps them so.)
+        let is_written = |n: &Arc<Node>| leaves.iter().any(|(l, _)| Arc::ptr_eq(l, n));
+        if self
+            .reads
+            .iter()
+            .any(|(n, seq)| is_written(n) && n.lock.seq() != *seq)
+        {
+            unlock_all(&leaves);
+            return Err(TransError::Restart(RestartReason::Relock));
+        }
+        let res = match bt.journal.reserve_len(payload.len()) {
             Ok(r) => r,
             Err(e) => {
                 unlock_all(&leaves);
@@ -453,16 +599,42 @@ impl<'a> BtreeTrans<'a> {
         for (n, _) in &leaves {
             n.lock.lock_write();
         }
-        for (n, r) in &leaves {
-            insert_keys(bt, n, ups[r.clone()].iter().map(|(_, k)| k.as_ref()), seq);
+        // Leaves only read: relock at the seq they were read at, without blocking.
+        let mut relocked: Vec<&Arc<Node>> = Vec::new();
+        let mut valid = true;
+        for (n, rseq) in &self.reads {
+            if is_written(n) {
+                continue;
+            }
+            if n.lock.relock(SixLockType::Read, *rseq) {
+                relocked.push(n);
+            } else {
+                valid = false;
+                break;
+            }
+        }
+        if valid {
+            bt.journal.fill(&res, &payload);
+            for (n, r) in &leaves {
+                insert_keys(bt, n, ups[r.clone()].iter().map(|(_, k)| k.as_ref()), seq);
+            }
+        } else {
+            bt.journal.cancel(&res);
+        }
+        for n in relocked {
+            n.lock.unlock_read();
         }
         for (n, _) in &leaves {
             n.lock.unlock_write();
             n.lock.unlock_intent();
         }
         bt.journal.res_put(res);
+        if !valid {
+            return Err(TransError::Restart(RestartReason::Relock));
+        }
         bt.counters.commits.fetch_add(1, Ordering::Relaxed);
         self.updates.clear();
+        self.reads.clear();
         Ok(seq)
     }
 }
@@ -482,7 +654,12 @@ pub(crate) fn node_capacity(bt: &Btree) -> usize {
 
 /// Inserts keys committed at journal seq `seq` into `node` (write-locked), pinning the seq
 /// and marking the node dirty.
-pub(crate) fn insert_keys<'k>(bt: &Btree, node: &Arc<Node>, keys: impl Iterator<Item = KeyRef<'k>>, seq: u64) {
+pub(crate) fn insert_keys<'k>(
+    bt: &Btree,
+    node: &Arc<Node>,
+    keys: impl Iterator<Item = KeyRef<'k>>,
+    seq: u64,
+) {
     let d = node.data_mut();
     let mut ws = node.ws.lock();
     for k in keys {

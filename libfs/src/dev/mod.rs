@@ -28,7 +28,9 @@ pub enum DevError {
         source: std::io::Error,
     },
     /// A request past the end of the device.
-    #[error("{dev}: {op} of {len} bytes at byte offset {offset} is past the end of the device ({size} bytes)")]
+    #[error(
+        "{dev}: {op} of {len} bytes at byte offset {offset} is past the end of the device ({size} bytes)"
+    )]
     OutOfRange {
         /// Device or file name.
         dev: String,
@@ -42,7 +44,7 @@ pub enum DevError {
         size: u64,
     },
     /// An error injected by a test (crash device) or a fault site.
-    #[error("{dev}: injected {op} error at byte offset {offset}")]
+    #[error("{dev}: injected {op} error at byte offset {offset} ({detail})")]
     Injected {
         /// Device or file name.
         dev: String,
@@ -50,6 +52,8 @@ pub enum DevError {
         op: &'static str,
         /// Byte offset of the request (0 for flush).
         offset: u64,
+        /// Which injection fired.
+        detail: String,
     },
     /// Opening the device failed.
     #[error("{}: cannot open: {source}", path.display())]
@@ -66,6 +70,16 @@ pub enum DevError {
         path: PathBuf,
         /// What was found instead.
         what: String,
+    },
+    /// A device too small for what was asked.
+    #[error("{dev}: {size} bytes is too small ({need} needed)")]
+    TooSmall {
+        /// Device name.
+        dev: String,
+        /// Its size.
+        size: u64,
+        /// Bytes needed.
+        need: u64,
     },
     /// Another process holds the device (exclusive open or lock failed).
     #[error("{}: device is busy (in use by another process or mounted)", path.display())]
@@ -84,11 +98,24 @@ impl DevError {
             }
             DevError::OutOfRange { .. } => libc::EINVAL,
             DevError::Injected { .. } => libc::EIO,
+            DevError::TooSmall { .. } => libc::EINVAL,
             DevError::NotADevice { .. } => libc::ENOTBLK,
             DevError::Busy { .. } => libc::EBUSY,
         }
     }
 }
+
+pub mod crash;
+pub mod file;
+pub mod mounts;
+pub mod overlay;
+
+pub use crash::{
+    CrashDevice, CrashLog, CrashPoint, DevStats, EnumPlan, ErrorOp, ErrorRule, RuleId, Survivors,
+    Torn,
+};
+pub use file::{FileDevice, OpenOptions};
+pub use overlay::OverlayDevice;
 
 /// A block device: the only way the filesystem reaches storage.
 pub trait BlockDevice: Send + Sync + std::fmt::Debug {
@@ -122,6 +149,12 @@ pub fn check_range(
     let end = offset.checked_add(len as u64);
     match end {
         Some(end) if end <= size => Ok(()),
-        _ => Err(DevError::OutOfRange { dev: dev.to_string(), op, offset, len, size }),
+        _ => Err(DevError::OutOfRange {
+            dev: dev.to_string(),
+            op,
+            offset,
+            len,
+            size,
+        }),
     }
 }

@@ -39,24 +39,47 @@ pub struct Pos {
 }
 
 /// The smallest position.
-pub const POS_MIN: Pos = Pos { inode: 0, offset: 0, snapshot: 0 };
+pub const POS_MIN: Pos = Pos {
+    inode: 0,
+    offset: 0,
+    snapshot: 0,
+};
 /// The largest position.
-pub const POS_MAX: Pos = Pos { inode: u64::MAX, offset: u64::MAX, snapshot: u32::MAX };
+pub const POS_MAX: Pos = Pos {
+    inode: u64::MAX,
+    offset: u64::MAX,
+    snapshot: u32::MAX,
+};
 
 impl Pos {
     /// A position.
     pub const fn new(inode: u64, offset: u64, snapshot: u32) -> Pos {
-        Pos { inode, offset, snapshot }
+        Pos {
+            inode,
+            offset,
+            snapshot,
+        }
     }
 
     /// The next position, or `None` at [`POS_MAX`].
     pub fn successor(self) -> Option<Pos> {
         if self.snapshot < u32::MAX {
-            Some(Pos { snapshot: self.snapshot + 1, ..self })
+            Some(Pos {
+                snapshot: self.snapshot + 1,
+                ..self
+            })
         } else if self.offset < u64::MAX {
-            Some(Pos { offset: self.offset + 1, snapshot: 0, ..self })
+            Some(Pos {
+                offset: self.offset + 1,
+                snapshot: 0,
+                ..self
+            })
         } else if self.inode < u64::MAX {
-            Some(Pos { inode: self.inode + 1, offset: 0, snapshot: 0 })
+            Some(Pos {
+                inode: self.inode + 1,
+                offset: 0,
+                snapshot: 0,
+            })
         } else {
             None
         }
@@ -65,11 +88,22 @@ impl Pos {
     /// The previous position, or `None` at [`POS_MIN`].
     pub fn predecessor(self) -> Option<Pos> {
         if self.snapshot > 0 {
-            Some(Pos { snapshot: self.snapshot - 1, ..self })
+            Some(Pos {
+                snapshot: self.snapshot - 1,
+                ..self
+            })
         } else if self.offset > 0 {
-            Some(Pos { offset: self.offset - 1, snapshot: u32::MAX, ..self })
+            Some(Pos {
+                offset: self.offset - 1,
+                snapshot: u32::MAX,
+                ..self
+            })
         } else if self.inode > 0 {
-            Some(Pos { inode: self.inode - 1, offset: u64::MAX, snapshot: u32::MAX })
+            Some(Pos {
+                inode: self.inode - 1,
+                offset: u64::MAX,
+                snapshot: u32::MAX,
+            })
         } else {
             None
         }
@@ -94,7 +128,8 @@ impl std::str::FromStr for Pos {
         }
         let mut it = s.split(':');
         let p = |v: Option<&str>| -> Result<Option<u64>, String> {
-            v.map(|x| x.parse::<u64>().map_err(|_| format!("bad position {s:?}"))).transpose()
+            v.map(|x| x.parse::<u64>().map_err(|_| format!("bad position {s:?}")))
+                .transpose()
         };
         let inode = p(it.next())?.ok_or_else(|| format!("bad position {s:?}"))?;
         let offset = p(it.next())?.unwrap_or(0);
@@ -103,7 +138,11 @@ impl std::str::FromStr for Pos {
             return Err(format!("bad position {s:?}: at most inode:offset:snapshot"));
         }
         let snapshot = u32::try_from(snapshot).map_err(|_| format!("bad snapshot in {s:?}"))?;
-        Ok(Pos { inode, offset, snapshot })
+        Ok(Pos {
+            inode,
+            offset,
+            snapshot,
+        })
     }
 }
 
@@ -178,15 +217,30 @@ pub struct Key {
 impl Key {
     /// A cookie key with an opaque value.
     pub fn cookie(pos: Pos, val: &[u8]) -> Key {
-        Key { pos, typ: KeyType::Cookie, size: 0, val: ValBuf::from_slice(val) }
+        Key {
+            pos,
+            typ: KeyType::Cookie,
+            size: 0,
+            val: ValBuf::from_slice(val),
+        }
     }
     /// A whiteout at `pos`.
     pub fn deleted(pos: Pos) -> Key {
-        Key { pos, typ: KeyType::Deleted, size: 0, val: ValBuf::new() }
+        Key {
+            pos,
+            typ: KeyType::Deleted,
+            size: 0,
+            val: ValBuf::new(),
+        }
     }
     /// A pointer to a child node whose max key is `pos`.
     pub fn btree_ptr(pos: Pos, ptr: &BtreePtr) -> Key {
-        Key { pos, typ: KeyType::BtreePtr, size: 0, val: ValBuf::from_slice(&ptr.encode()) }
+        Key {
+            pos,
+            typ: KeyType::BtreePtr,
+            size: 0,
+            val: ValBuf::from_slice(&ptr.encode()),
+        }
     }
     /// Encoded length.
     pub fn encoded_len(&self) -> usize {
@@ -198,7 +252,12 @@ impl Key {
     }
     /// Borrowed view.
     pub fn as_ref(&self) -> KeyRef<'_> {
-        KeyRef { pos: self.pos, typ: self.typ, size: self.size, val: &self.val }
+        KeyRef {
+            pos: self.pos,
+            typ: self.typ,
+            size: self.size,
+            val: &self.val,
+        }
     }
     /// True for whiteouts.
     pub fn is_deleted(&self) -> bool {
@@ -239,7 +298,12 @@ pub struct KeyRef<'a> {
 impl KeyRef<'_> {
     /// An owned copy.
     pub fn to_owned(&self) -> Key {
-        Key { pos: self.pos, typ: self.typ, size: self.size, val: ValBuf::from_slice(self.val) }
+        Key {
+            pos: self.pos,
+            typ: self.typ,
+            size: self.size,
+            val: ValBuf::from_slice(self.val),
+        }
     }
     /// Encoded length.
     pub fn encoded_len(&self) -> usize {
@@ -256,28 +320,52 @@ impl KeyRef<'_> {
 #[inline]
 pub fn peek_pos(buf: &[u8]) -> Option<Pos> {
     let (h, _) = KeyHeaderDisk::ref_from_prefix(buf).ok()?;
-    Some(Pos { inode: h.inode.get(), offset: h.offset.get(), snapshot: h.snapshot.get() })
+    Some(Pos {
+        inode: h.inode.get(),
+        offset: h.offset.get(),
+        snapshot: h.snapshot.get(),
+    })
 }
 
 /// Decodes and checks one key record at the start of `buf`; returns it and its length.
 /// Checks: the length fits, the type is known, the value is valid for its type.
 pub fn decode_key(buf: &[u8]) -> Result<(KeyRef<'_>, usize), FormatError> {
-    let (h, _) = KeyHeaderDisk::ref_from_prefix(buf)
-        .map_err(|_| FormatError::Short { what: "key", need: KEY_HEADER_BYTES, have: buf.len() })?;
+    let (h, _) = KeyHeaderDisk::ref_from_prefix(buf).map_err(|_| FormatError::Short {
+        what: "key",
+        need: KEY_HEADER_BYTES,
+        have: buf.len(),
+    })?;
     let bytes = usize::from(h.bytes.get());
     if !(KEY_HEADER_BYTES..=KEY_HEADER_BYTES + MAX_VAL_BYTES).contains(&bytes) {
-        return Err(FormatError::invalid("key", "bytes", format!("length {bytes} out of range")));
+        return Err(FormatError::invalid(
+            "key",
+            "bytes",
+            format!("length {bytes} out of range"),
+        ));
     }
     let Some(val) = buf.get(KEY_HEADER_BYTES..bytes) else {
-        return Err(FormatError::Short { what: "key", need: bytes, have: buf.len() });
+        return Err(FormatError::Short {
+            what: "key",
+            need: bytes,
+            have: buf.len(),
+        });
     };
-    let typ = KeyType::from_u8(h.typ)
-        .ok_or_else(|| FormatError::invalid("key", "type", format!("unknown key type {}", h.typ)))?;
+    let typ = KeyType::from_u8(h.typ).ok_or_else(|| {
+        FormatError::invalid("key", "type", format!("unknown key type {}", h.typ))
+    })?;
     if h.flags != 0 {
-        return Err(FormatError::invalid("key", "flags", format!("unknown flags {:#x}", h.flags)));
+        return Err(FormatError::invalid(
+            "key",
+            "flags",
+            format!("unknown flags {:#x}", h.flags),
+        ));
     }
     let k = KeyRef {
-        pos: Pos { inode: h.inode.get(), offset: h.offset.get(), snapshot: h.snapshot.get() },
+        pos: Pos {
+            inode: h.inode.get(),
+            offset: h.offset.get(),
+            snapshot: h.snapshot.get(),
+        },
         typ,
         size: h.size.get(),
         val,
@@ -291,7 +379,11 @@ pub fn validate_value(k: &KeyRef<'_>) -> Result<(), FormatError> {
     match k.typ {
         KeyType::Deleted => {
             if !k.val.is_empty() || k.size != 0 {
-                return Err(FormatError::invalid("key", "value", "a deleted key has a value or size"));
+                return Err(FormatError::invalid(
+                    "key",
+                    "value",
+                    "a deleted key has a value or size",
+                ));
             }
         }
         KeyType::Cookie => {

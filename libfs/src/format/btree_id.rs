@@ -24,8 +24,13 @@ pub const BTREE_ID_NR: usize = 5;
 
 impl BtreeId {
     /// All btrees, in id order.
-    pub const ALL: [BtreeId; BTREE_ID_NR] =
-        [BtreeId::Extents, BtreeId::Inodes, BtreeId::Dirents, BtreeId::Xattrs, BtreeId::Alloc];
+    pub const ALL: [BtreeId; BTREE_ID_NR] = [
+        BtreeId::Extents,
+        BtreeId::Inodes,
+        BtreeId::Dirents,
+        BtreeId::Xattrs,
+        BtreeId::Alloc,
+    ];
 
     /// Decodes the on-disk number.
     pub fn from_u8(v: u8) -> Option<BtreeId> {

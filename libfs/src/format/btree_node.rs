@@ -51,7 +51,11 @@ struct PosDisk {
 
 impl PosDisk {
     fn new(p: Pos) -> Self {
-        PosDisk { inode: U64::new(p.inode), offset: U64::new(p.offset), snapshot: U32::new(p.snapshot) }
+        PosDisk {
+            inode: U64::new(p.inode),
+            offset: U64::new(p.offset),
+            snapshot: U32::new(p.snapshot),
+        }
     }
     fn get(&self) -> Pos {
         Pos::new(self.inode.get(), self.offset.get(), self.snapshot.get())
@@ -179,11 +183,18 @@ pub fn decode_entry(
         return Err(EntryError::End);
     }
     let corrupt = |field: &'static str, detail: String| {
-        Err(EntryError::Corrupt(FormatError::invalid("btree node entry", field, detail)))
+        Err(EntryError::Corrupt(FormatError::invalid(
+            "btree node entry",
+            field,
+            detail,
+        )))
     };
     let keys_bytes = d.keys_bytes.get() as usize;
     let Some(body) = buf.get(16..ENTRY_HEADER_BYTES.saturating_add(keys_bytes)) else {
-        return corrupt("keys_bytes", format!("{keys_bytes} bytes run past the end of the node"));
+        return corrupt(
+            "keys_bytes",
+            format!("{keys_bytes} bytes run past the end of the node"),
+        );
     };
     let computed = csum.compute(&[body]);
     if computed != d.csum {
@@ -196,7 +207,10 @@ pub fn decode_entry(
     if d.sector_offset.get() != sector_offset {
         return corrupt(
             "sector_offset",
-            format!("entry found at sector {sector_offset} says it belongs at {}", d.sector_offset.get()),
+            format!(
+                "entry found at sector {sector_offset} says it belongs at {}",
+                d.sector_offset.get()
+            ),
         );
     }
     if d.flags.get() != 0 {
@@ -206,7 +220,10 @@ pub fn decode_entry(
         return corrupt("btree_id", format!("unknown btree id {}", d.btree_id));
     };
     if d.level >= MAX_DEPTH {
-        return corrupt("level", format!("level {} is deeper than {MAX_DEPTH}", d.level));
+        return corrupt(
+            "level",
+            format!("level {} is deeper than {MAX_DEPTH}", d.level),
+        );
     }
     let info = EntryInfo {
         node_seq: d.node_seq.get(),
@@ -219,18 +236,31 @@ pub fn decode_entry(
         max_pos: d.max_pos.get(),
     };
     if info.min_pos > info.max_pos {
-        return corrupt("min_pos", format!("range {}..={} is reversed", info.min_pos, info.max_pos));
+        return corrupt(
+            "min_pos",
+            format!("range {}..={} is reversed", info.min_pos, info.max_pos),
+        );
     }
     let keys = &body[ENTRY_HEADER_BYTES - 16..];
     validate_keys(keys, info.nkeys, info.level, info.min_pos, info.max_pos)
         .map_err(EntryError::Corrupt)?;
-    Ok(Entry { info, keys, disk_bytes: entry_disk_bytes(keys_bytes, block_size) })
+    Ok(Entry {
+        info,
+        keys,
+        disk_bytes: entry_disk_bytes(keys_bytes, block_size),
+    })
 }
 
 /// Checks a run of key records: each decodes, positions strictly increase and lie inside
 /// `[min, max]`, types fit the level (pointers in interior nodes, no pointers in leaves), and
 /// there are exactly `nkeys`.
-pub fn validate_keys(keys: &[u8], nkeys: u32, level: u8, min: Pos, max: Pos) -> Result<(), FormatError> {
+pub fn validate_keys(
+    keys: &[u8],
+    nkeys: u32,
+    level: u8,
+    min: Pos,
+    max: Pos,
+) -> Result<(), FormatError> {
     let mut at = 0usize;
     let mut n = 0u32;
     let mut prev: Option<Pos> = None;
@@ -269,7 +299,11 @@ pub fn validate_keys(keys: &[u8], nkeys: u32, level: u8, min: Pos, max: Pos) -> 
         n += 1;
     }
     if n != nkeys {
-        return Err(FormatError::invalid("btree node entry", "nkeys", format!("says {nkeys}, holds {n}")));
+        return Err(FormatError::invalid(
+            "btree node entry",
+            "nkeys",
+            format!("says {nkeys}, holds {n}"),
+        ));
     }
     Ok(())
 }
@@ -303,7 +337,9 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_detect_flips() {
-        let keys: Vec<Key> = (0..5).map(|i| Key::cookie(Pos::new(i, 0, 0), &[i as u8; 3])).collect();
+        let keys: Vec<Key> = (0..5)
+            .map(|i| Key::cookie(Pos::new(i, 0, 0), &[i as u8; 3]))
+            .collect();
         let kb = keys_bytes(&keys);
         for csum in [ChecksumType::Crc32c, ChecksumType::Blake3] {
             let mut out = Vec::new();
@@ -314,28 +350,47 @@ mod tests {
             assert_eq!(e.keys, &kb[..]);
             assert_eq!(e.disk_bytes, out.len());
             // Wrong node seq or filesystem magic: not this node's.
-            assert_eq!(decode_entry(&out, 99, Some(41), 0, csum, 512).unwrap_err(), EntryError::End);
-            assert_eq!(decode_entry(&out, 98, None, 0, csum, 512).unwrap_err(), EntryError::End);
+            assert_eq!(
+                decode_entry(&out, 99, Some(41), 0, csum, 512).unwrap_err(),
+                EntryError::End
+            );
+            assert_eq!(
+                decode_entry(&out, 98, None, 0, csum, 512).unwrap_err(),
+                EntryError::End
+            );
             // Every flipped bit in the checksummed part is caught.
             for bit in 0..(ENTRY_HEADER_BYTES + kb.len()) * 8 {
                 let mut b = out.clone();
                 b[bit / 8] ^= 1 << (bit % 8);
-                assert!(decode_entry(&b, 99, Some(42), 0, csum, 512).is_err(), "bit {bit}");
+                assert!(
+                    decode_entry(&b, 99, Some(42), 0, csum, 512).is_err(),
+                    "bit {bit}"
+                );
             }
         }
     }
 
     #[test]
     fn bad_order_range_and_types_are_rejected() {
-        let bad_order = keys_bytes(&[Key::cookie(Pos::new(2, 0, 0), b""), Key::cookie(Pos::new(1, 0, 0), b"")]);
+        let bad_order = keys_bytes(&[
+            Key::cookie(Pos::new(2, 0, 0), b""),
+            Key::cookie(Pos::new(1, 0, 0), b""),
+        ]);
         assert!(validate_keys(&bad_order, 2, 0, Pos::default(), Pos::new(9, 0, 0)).is_err());
-        let dup = keys_bytes(&[Key::cookie(Pos::new(1, 0, 0), b""), Key::cookie(Pos::new(1, 0, 0), b"")]);
+        let dup = keys_bytes(&[
+            Key::cookie(Pos::new(1, 0, 0), b""),
+            Key::cookie(Pos::new(1, 0, 0), b""),
+        ]);
         assert!(validate_keys(&dup, 2, 0, Pos::default(), Pos::new(9, 0, 0)).is_err());
         let out_of_range = keys_bytes(&[Key::cookie(Pos::new(10, 0, 0), b"")]);
         assert!(validate_keys(&out_of_range, 1, 0, Pos::default(), Pos::new(9, 0, 0)).is_err());
         let cookie_in_interior = keys_bytes(&[Key::cookie(Pos::new(1, 0, 0), b"")]);
-        assert!(validate_keys(&cookie_in_interior, 1, 1, Pos::default(), Pos::new(9, 0, 0)).is_err());
-        assert!(validate_keys(&cookie_in_interior, 2, 0, Pos::default(), Pos::new(9, 0, 0)).is_err());
+        assert!(
+            validate_keys(&cookie_in_interior, 1, 1, Pos::default(), Pos::new(9, 0, 0)).is_err()
+        );
+        assert!(
+            validate_keys(&cookie_in_interior, 2, 0, Pos::default(), Pos::new(9, 0, 0)).is_err()
+        );
     }
 
     proptest! {

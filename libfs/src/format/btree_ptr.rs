@@ -83,8 +83,11 @@ impl BtreePtr {
                 format!("{} bytes, expected {BTREE_PTR_BYTES}", b.len()),
             ));
         }
-        let d = BtreePtrDisk::read_from_bytes(b)
-            .map_err(|_| FormatError::Short { what: "btree_ptr", need: BTREE_PTR_BYTES, have: b.len() })?;
+        let d = BtreePtrDisk::read_from_bytes(b).map_err(|_| FormatError::Short {
+            what: "btree_ptr",
+            need: BTREE_PTR_BYTES,
+            have: b.len(),
+        })?;
         if d.reserved0 != [0; 3] || d.reserved1.get() != 0 {
             return Err(FormatError::invalid("btree_ptr", "reserved", "not zero"));
         }

@@ -29,7 +29,11 @@ impl ChecksumType {
             0 => Ok(ChecksumType::None),
             1 => Ok(ChecksumType::Crc32c),
             2 => Ok(ChecksumType::Blake3),
-            _ => Err(FormatError::invalid(what, field, format!("unknown checksum type {v}"))),
+            _ => Err(FormatError::invalid(
+                what,
+                field,
+                format!("unknown checksum type {v}"),
+            )),
         }
     }
 
@@ -134,9 +138,11 @@ impl Compression {
                 "compression level",
                 format!("zstd level {l} is above {ZSTD_MAX_LEVEL}"),
             )),
-            (t, _) => {
-                Err(FormatError::invalid(what, "compression", format!("unknown compression type {t}")))
-            }
+            (t, _) => Err(FormatError::invalid(
+                what,
+                "compression",
+                format!("unknown compression type {t}"),
+            )),
         }
     }
     /// Parses `none`, `lz4`, `zstd` or `zstd:LEVEL`.
@@ -151,10 +157,14 @@ impl Compression {
                         Ok(l) if (1..=ZSTD_MAX_LEVEL).contains(&l) => {
                             Ok(Compression::Zstd { level: l })
                         }
-                        _ => Err(format!("zstd level must be 1..={ZSTD_MAX_LEVEL}, got {l:?}")),
+                        _ => Err(format!(
+                            "zstd level must be 1..={ZSTD_MAX_LEVEL}, got {l:?}"
+                        )),
                     }
                 } else {
-                    Err(format!("unknown compression {s:?} (expected none, lz4, zstd or zstd:LEVEL)"))
+                    Err(format!(
+                        "unknown compression {s:?} (expected none, lz4, zstd or zstd:LEVEL)"
+                    ))
                 }
             }
         }
@@ -186,7 +196,10 @@ mod tests {
     #[test]
     fn checksum_of_parts_equals_checksum_of_concatenation() {
         for t in [ChecksumType::Crc32c, ChecksumType::Blake3] {
-            assert_eq!(t.compute(&[b"hello ", b"world"]), t.compute(&[b"hello world"]));
+            assert_eq!(
+                t.compute(&[b"hello ", b"world"]),
+                t.compute(&[b"hello world"])
+            );
             assert_ne!(t.compute(&[b"hello world"]), t.compute(&[b"hello worle"]));
         }
     }

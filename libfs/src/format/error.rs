@@ -69,6 +69,10 @@ pub enum FormatError {
 impl FormatError {
     /// Shorthand for [`FormatError::Invalid`].
     pub fn invalid(what: &'static str, field: &'static str, detail: impl Into<String>) -> Self {
-        FormatError::Invalid { what, field, detail: detail.into() }
+        FormatError::Invalid {
+            what,
+            field,
+            detail: detail.into(),
+        }
     }
 }

@@ -17,7 +17,8 @@
 //!
 //! Entry types: 0 `btree_keys` (key records for one btree and level, strictly increasing),
 //! 1 `btree_root` (one `btree_ptr` key at `POS_MAX` pointing at the root; `level` is the
-//! root's level). Every jset carries a root entry for every btree.
+//! root's level), 2 `padding` (space a transaction reserved and then gave back because it
+//! restarted: zeros, ignored). Every jset carries a root entry for every btree.
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -71,10 +72,18 @@ pub enum JEntryType {
     BtreeKeys = 0,
     /// The root of one btree.
     BtreeRoot = 1,
+    /// Reserved space that was not used (zeros, ignored).
+    Padding = 2,
 }
 
 /// Appends an entry header for `payload_len` bytes to `out`; the caller appends the payload.
-pub fn push_entry_header(out: &mut Vec<u8>, typ: JEntryType, btree: BtreeId, level: u8, payload_len: usize) {
+pub fn push_entry_header(
+    out: &mut Vec<u8>,
+    typ: JEntryType,
+    btree: BtreeId,
+    level: u8,
+    payload_len: usize,
+) {
     let h = JEntryDisk {
         bytes: U32::new(u32::try_from(payload_len).unwrap_or(u32::MAX)),
         typ: typ as u8,
@@ -226,23 +235,47 @@ impl<'a> Iterator for JEntryIter<'a> {
 
 fn decode_jentry(buf: &[u8]) -> Result<(JEntry<'_>, usize), FormatError> {
     let what = "journal entry";
-    let (h, rest) = JEntryDisk::ref_from_prefix(buf)
-        .map_err(|_| FormatError::Short { what, need: JENTRY_HEADER_BYTES, have: buf.len() })?;
+    let (h, rest) = JEntryDisk::ref_from_prefix(buf).map_err(|_| FormatError::Short {
+        what,
+        need: JENTRY_HEADER_BYTES,
+        have: buf.len(),
+    })?;
     let len = h.bytes.get() as usize;
     let Some(payload) = rest.get(..len) else {
-        return Err(FormatError::Short { what, need: JENTRY_HEADER_BYTES + len, have: buf.len() });
+        return Err(FormatError::Short {
+            what,
+            need: JENTRY_HEADER_BYTES + len,
+            have: buf.len(),
+        });
     };
     let typ = match h.typ {
         0 => JEntryType::BtreeKeys,
         1 => JEntryType::BtreeRoot,
-        t => return Err(FormatError::invalid(what, "type", format!("unknown entry type {t}"))),
+        2 => JEntryType::Padding,
+        t => {
+            return Err(FormatError::invalid(
+                what,
+                "type",
+                format!("unknown entry type {t}"),
+            ));
+        }
     };
-    let btree = BtreeId::from_u8(h.btree_id)
-        .ok_or_else(|| FormatError::invalid(what, "btree_id", format!("unknown btree id {}", h.btree_id)))?;
+    let btree = BtreeId::from_u8(h.btree_id).ok_or_else(|| {
+        FormatError::invalid(what, "btree_id", format!("unknown btree id {}", h.btree_id))
+    })?;
     if h.level >= MAX_DEPTH || h.reserved != 0 {
-        return Err(FormatError::invalid(what, "level", format!("level {} / reserved {}", h.level, h.reserved)));
+        return Err(FormatError::invalid(
+            what,
+            "level",
+            format!("level {} / reserved {}", h.level, h.reserved),
+        ));
     }
-    let e = JEntry { typ, btree, level: h.level, payload };
+    let e = JEntry {
+        typ,
+        btree,
+        level: h.level,
+        payload,
+    };
     match typ {
         JEntryType::BtreeKeys => {
             let mut at = 0;
@@ -250,7 +283,11 @@ fn decode_jentry(buf: &[u8]) -> Result<(JEntry<'_>, usize), FormatError> {
             while at < payload.len() {
                 let (k, l) = decode_key(&payload[at..])?;
                 if prev.is_some_and(|p| p >= k.pos) {
-                    return Err(FormatError::invalid(what, "key order", format!("key {} out of order", k.pos)));
+                    return Err(FormatError::invalid(
+                        what,
+                        "key order",
+                        format!("key {} out of order", k.pos),
+                    ));
                 }
                 let ok = match (h.level, k.typ) {
                     (_, KeyType::Deleted) => true,
@@ -269,10 +306,23 @@ fn decode_jentry(buf: &[u8]) -> Result<(JEntry<'_>, usize), FormatError> {
                 at += l;
             }
         }
+        JEntryType::Padding => {
+            if payload.iter().any(|&b| b != 0) {
+                return Err(FormatError::invalid(
+                    what,
+                    "padding",
+                    "padding holds non-zero bytes",
+                ));
+            }
+        }
         JEntryType::BtreeRoot => {
             let (k, l) = decode_key(payload)?;
             if l != payload.len() || k.typ != KeyType::BtreePtr || k.pos != POS_MAX {
-                return Err(FormatError::invalid(what, "root", "not one btree_ptr key at the maximum position"));
+                return Err(FormatError::invalid(
+                    what,
+                    "root",
+                    "not one btree_ptr key at the maximum position",
+                ));
             }
         }
     }
@@ -291,7 +341,12 @@ pub fn entries_iter(entries: &[u8]) -> Option<JEntryIter<'_>> {
 }
 
 /// Decodes the jset at the start of `buf`.
-pub fn decode_jset(buf: &[u8], magic: u64, csum: ChecksumType, block_size: usize) -> Result<Jset<'_>, JsetError> {
+pub fn decode_jset(
+    buf: &[u8],
+    magic: u64,
+    csum: ChecksumType,
+    block_size: usize,
+) -> Result<Jset<'_>, JsetError> {
     let Ok((h, _)) = JsetDisk::ref_from_prefix(buf) else {
         return Err(JsetError::End);
     };
@@ -299,10 +354,17 @@ pub fn decode_jset(buf: &[u8], magic: u64, csum: ChecksumType, block_size: usize
         return Err(JsetError::End);
     }
     let what = "jset";
-    let corrupt = |field: &'static str, detail: String| Err(JsetError::Corrupt(FormatError::invalid(what, field, detail)));
+    let corrupt = |field: &'static str, detail: String| {
+        Err(JsetError::Corrupt(FormatError::invalid(
+            what, field, detail,
+        )))
+    };
     let eb = h.entries_bytes.get() as usize;
     let Some(body) = buf.get(16..JSET_HEADER_BYTES.saturating_add(eb)) else {
-        return corrupt("entries_bytes", format!("{eb} bytes run past the end of the bucket"));
+        return corrupt(
+            "entries_bytes",
+            format!("{eb} bytes run past the end of the bucket"),
+        );
     };
     let computed = csum.compute(&[body]);
     if computed != h.csum {
@@ -325,7 +387,13 @@ pub fn decode_jset(buf: &[u8], magic: u64, csum: ChecksumType, block_size: usize
         let (_, l) = decode_jentry(&entries[at..]).map_err(JsetError::Corrupt)?;
         at += l;
     }
-    Ok(Jset { seq, last_seq, flags, entries, disk_bytes: jset_disk_bytes(eb, block_size) })
+    Ok(Jset {
+        seq,
+        last_seq,
+        flags,
+        entries,
+        disk_bytes: jset_disk_bytes(eb, block_size),
+    })
 }
 
 #[cfg(test)]
@@ -340,9 +408,21 @@ mod tests {
         for i in 0..4u64 {
             Key::cookie(Pos::new(1, i, 0), b"v").encode_into(&mut keys);
         }
-        push_entry_header(&mut b, JEntryType::BtreeKeys, BtreeId::Inodes, 0, keys.len());
+        push_entry_header(
+            &mut b,
+            JEntryType::BtreeKeys,
+            BtreeId::Inodes,
+            0,
+            keys.len(),
+        );
         b.extend_from_slice(&keys);
-        let ptr = BtreePtr { sector: 64, node_seq: 9, sectors_written: 8, generation: 0, min_pos: Pos::default() };
+        let ptr = BtreePtr {
+            sector: 64,
+            node_seq: 9,
+            sectors_written: 8,
+            generation: 0,
+            min_pos: Pos::default(),
+        };
         push_root_entry(&mut b, BtreeId::Inodes, 1, &ptr);
         seal_jset(&mut b, 10, 7, 0, 123, ChecksumType::Crc32c, 512);
         b
@@ -352,18 +432,27 @@ mod tests {
     fn jsets_round_trip_and_detect_flips() {
         let b = sample();
         let j = decode_jset(&b, 123, ChecksumType::Crc32c, 512).unwrap();
-        assert_eq!((j.seq, j.last_seq, j.is_flush(), j.disk_bytes), (10, 7, true, b.len()));
+        assert_eq!(
+            (j.seq, j.last_seq, j.is_flush(), j.disk_bytes),
+            (10, 7, true, b.len())
+        );
         let entries: Vec<_> = j.iter().collect();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].keys().count(), 4);
         assert_eq!(entries[1].root().unwrap().sector, 64);
         assert_eq!(entries[1].level, 1);
-        assert_eq!(decode_jset(&b, 124, ChecksumType::Crc32c, 512).unwrap_err(), JsetError::End);
+        assert_eq!(
+            decode_jset(&b, 124, ChecksumType::Crc32c, 512).unwrap_err(),
+            JsetError::End
+        );
         let used = JSET_HEADER_BYTES + j.entries.len();
         for bit in 0..used * 8 {
             let mut c = b.clone();
             c[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode_jset(&c, 123, ChecksumType::Crc32c, 512).is_err(), "bit {bit}");
+            assert!(
+                decode_jset(&c, 123, ChecksumType::Crc32c, 512).is_err(),
+                "bit {bit}"
+            );
         }
     }
 

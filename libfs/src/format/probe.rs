@@ -160,7 +160,10 @@ mod tests {
         let mut h = vec![0u8; PROBE_BYTES];
         h[510] = 0x55;
         h[511] = 0xaa;
-        assert!(probe(&h).is_empty(), "a boot signature without partitions is not a table");
+        assert!(
+            probe(&h).is_empty(),
+            "a boot signature without partitions is not a table"
+        );
         h[446 + 4] = 0x83;
         h[446 + 12..446 + 16].copy_from_slice(&2048u32.to_le_bytes());
         assert_eq!(probe(&h), vec![Signature::Mbr]);

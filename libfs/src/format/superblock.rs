@@ -212,7 +212,10 @@ impl SbLayout {
     pub fn standard(dev_size: u64) -> SbLayout {
         let max = u64::from(SB_MAX_BYTES);
         let end = dev_size.saturating_sub(max) & !4095;
-        SbLayout { max_bytes: SB_MAX_BYTES, offsets: vec![SB_PRIMARY_OFFSET, SB_PRIMARY_OFFSET + max, end] }
+        SbLayout {
+            max_bytes: SB_MAX_BYTES,
+            offsets: vec![SB_PRIMARY_OFFSET, SB_PRIMARY_OFFSET + max, end],
+        }
     }
 
     /// The buckets a standard layout leaves for `bucket_size`: `(first_bucket, nbuckets)`.
@@ -325,7 +328,8 @@ impl Superblock {
             Compression::Lz4 => f |= Features::LZ4,
             Compression::Zstd { .. } => f |= Features::ZSTD,
         }
-        if options.data_csum == ChecksumType::Blake3 || options.metadata_csum == ChecksumType::Blake3
+        if options.data_csum == ChecksumType::Blake3
+            || options.metadata_csum == ChecksumType::Blake3
         {
             f |= Features::BLAKE3;
         }
@@ -356,12 +360,21 @@ impl Superblock {
             return inv("seq", "0 (sequence numbers start at 1)".into());
         }
         if self.label.len() > LABEL_MAX || self.label.contains('\0') {
-            return inv("label", format!("{:?} is longer than {LABEL_MAX} bytes or has a NUL", self.label));
+            return inv(
+                "label",
+                format!(
+                    "{:?} is longer than {LABEL_MAX} bytes or has a NUL",
+                    self.label
+                ),
+            );
         }
         if !is_pow2_in(self.block_size, BLOCK_SIZE_RANGE) {
             return inv(
                 "block_size",
-                format!("{} is not a power of two in {:?}", self.block_size, BLOCK_SIZE_RANGE),
+                format!(
+                    "{} is not a power of two in {:?}",
+                    self.block_size, BLOCK_SIZE_RANGE
+                ),
             );
         }
         if !is_pow2_in(self.btree_node_size, BTREE_NODE_SIZE_RANGE)
@@ -375,7 +388,8 @@ impl Superblock {
                 ),
             );
         }
-        if !is_pow2_in(self.bucket_size, BUCKET_SIZE_RANGE) || self.bucket_size < self.btree_node_size
+        if !is_pow2_in(self.bucket_size, BUCKET_SIZE_RANGE)
+            || self.bucket_size < self.btree_node_size
         {
             return inv(
                 "bucket_size",
@@ -386,32 +400,50 @@ impl Superblock {
             );
         }
         if self.options.metadata_csum == ChecksumType::None {
-            return inv("metadata_csum", "metadata checksums cannot be disabled".into());
+            return inv(
+                "metadata_csum",
+                "metadata checksums cannot be disabled".into(),
+            );
         }
         let needed = Self::features_for(&self.options);
         if !self.features.contains(needed) {
             return inv(
                 "features",
-                format!("options need features {:?} but only {:?} are set", needed, self.features),
+                format!(
+                    "options need features {:?} but only {:?} are set",
+                    needed, self.features
+                ),
             );
         }
         // Layout.
         let l = &self.layout;
         if l.offsets.is_empty() || l.offsets.len() > SB_MAX_COPIES {
-            return inv("layout", format!("{} copies (must be 1..={SB_MAX_COPIES})", l.offsets.len()));
+            return inv(
+                "layout",
+                format!("{} copies (must be 1..={SB_MAX_COPIES})", l.offsets.len()),
+            );
         }
         if !l.max_bytes.is_power_of_two() || !(4096..=1 << 20).contains(&l.max_bytes) {
-            return inv("layout", format!("copy size {} is not a power of two in 4K..1M", l.max_bytes));
+            return inv(
+                "layout",
+                format!("copy size {} is not a power of two in 4K..1M", l.max_bytes),
+            );
         }
         if l.offsets.first() != Some(&SB_PRIMARY_OFFSET) {
-            return inv("layout", format!("primary copy not at byte {SB_PRIMARY_OFFSET}"));
+            return inv(
+                "layout",
+                format!("primary copy not at byte {SB_PRIMARY_OFFSET}"),
+            );
         }
         let max = u64::from(l.max_bytes);
         for (i, &o) in l.offsets.iter().enumerate() {
             if o % 4096 != 0 || o.checked_add(max).is_none_or(|e| e > self.dev_size) {
                 return inv(
                     "layout",
-                    format!("copy {i} at byte {o} is unaligned or runs past the device end {}", self.dev_size),
+                    format!(
+                        "copy {i} at byte {o} is unaligned or runs past the device end {}",
+                        self.dev_size
+                    ),
                 );
             }
             for &p in &l.offsets[..i] {
@@ -421,7 +453,10 @@ impl Superblock {
             }
         }
         if !l.offsets.contains(&self.offset) {
-            return inv("offset", format!("{} is not one of the layout's copies", self.offset));
+            return inv(
+                "offset",
+                format!("{} is not one of the layout's copies", self.offset),
+            );
         }
         // Buckets: [first_bucket, nbuckets) must not touch any superblock copy.
         let bs = u64::from(self.bucket_size);
@@ -437,9 +472,7 @@ impl Superblock {
                 ),
             );
         }
-        if self.first_bucket >= self.nbuckets
-            || self.nbuckets - self.first_bucket < MIN_BUCKETS
-        {
+        if self.first_bucket >= self.nbuckets || self.nbuckets - self.first_bucket < MIN_BUCKETS {
             return inv(
                 "nbuckets",
                 format!(
@@ -453,7 +486,9 @@ impl Superblock {
             if o < buckets_end && o + max > data_start {
                 return inv(
                     "first_bucket",
-                    format!("superblock copy at byte {o} overlaps the buckets from byte {data_start}"),
+                    format!(
+                        "superblock copy at byte {o} overlaps the buckets from byte {data_start}"
+                    ),
                 );
             }
         }
@@ -471,19 +506,28 @@ impl Superblock {
                 );
             }
             if i > 0 && ranges[i - 1].end() > r.start {
-                return inv("journal", format!("bucket ranges overlap at bucket {}", r.start));
+                return inv(
+                    "journal",
+                    format!("bucket ranges overlap at bucket {}", r.start),
+                );
             }
         }
         // Blacklist: sorted, disjoint.
         for (i, r) in self.blacklist.iter().enumerate() {
             if r.start > r.end || (i > 0 && self.blacklist[i - 1].end >= r.start) {
-                return inv("blacklist", format!("range {}..={} is reversed or out of order", r.start, r.end));
+                return inv(
+                    "blacklist",
+                    format!("range {}..={} is reversed or out of order", r.start, r.end),
+                );
             }
         }
         if let Some(c) = &self.clean
             && c.entries.len() > (l.max_bytes as usize) / 2
         {
-            return inv("clean", format!("{} bytes of roots is too large", c.entries.len()));
+            return inv(
+                "clean",
+                format!("{} bytes of roots is too large", c.entries.len()),
+            );
         }
         Ok(())
     }
@@ -534,15 +578,32 @@ impl Superblock {
         let mut out = hdr.as_bytes().to_vec();
         let push_field = |out: &mut Vec<u8>, typ: u32, payload: &[u8]| {
             let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-            out.extend_from_slice(FieldHeaderDisk { typ: U32::new(typ), bytes: U32::new(len) }.as_bytes());
+            out.extend_from_slice(
+                FieldHeaderDisk {
+                    typ: U32::new(typ),
+                    bytes: U32::new(len),
+                }
+                .as_bytes(),
+            );
             out.extend_from_slice(payload);
             out.resize(out.len().next_multiple_of(8), 0);
         };
         let ranges = |v: &mut dyn Iterator<Item = (u64, u64)>| -> Vec<u8> {
-            v.flat_map(|(a, b)| RangeDisk { a: U64::new(a), b: U64::new(b) }.as_bytes().to_vec())
-                .collect()
+            v.flat_map(|(a, b)| {
+                RangeDisk {
+                    a: U64::new(a),
+                    b: U64::new(b),
+                }
+                .as_bytes()
+                .to_vec()
+            })
+            .collect()
         };
-        push_field(&mut out, FIELD_JOURNAL, &ranges(&mut self.journal.iter().map(|r| (r.start, r.nr))));
+        push_field(
+            &mut out,
+            FIELD_JOURNAL,
+            &ranges(&mut self.journal.iter().map(|r| (r.start, r.nr))),
+        );
         if let Some(c) = &self.clean {
             let mut p = c.journal_seq.to_le_bytes().to_vec();
             p.extend_from_slice(&c.entries);
@@ -559,7 +620,11 @@ impl Superblock {
             return Err(FormatError::invalid(
                 WHAT,
                 "bytes",
-                format!("{} bytes do not fit in a {}-byte copy", out.len(), self.layout.max_bytes),
+                format!(
+                    "{} bytes do not fit in a {}-byte copy",
+                    out.len(),
+                    self.layout.max_bytes
+                ),
             ));
         }
         let bytes = u32::try_from(out.len()).unwrap_or(u32::MAX);
@@ -572,14 +637,21 @@ impl Superblock {
     /// Reads the length a superblock copy claims, from its first [`SB_HEADER_BYTES`] bytes, after
     /// checking the magic. Lets a reader fetch exactly one copy.
     pub fn peek_len(buf: &[u8]) -> Result<usize, FormatError> {
-        let (hdr, _) = SbHeaderDisk::ref_from_prefix(buf)
-            .map_err(|_| FormatError::Short { what: WHAT, need: SB_HEADER_BYTES, have: buf.len() })?;
+        let (hdr, _) = SbHeaderDisk::ref_from_prefix(buf).map_err(|_| FormatError::Short {
+            what: WHAT,
+            need: SB_HEADER_BYTES,
+            have: buf.len(),
+        })?;
         if hdr.magic != SB_MAGIC {
             return Err(FormatError::BadMagic { what: WHAT });
         }
         let bytes = hdr.bytes.get() as usize;
         if bytes < SB_HEADER_BYTES || bytes % 8 != 0 || bytes > (1 << 20) {
-            return Err(FormatError::invalid(WHAT, "bytes", format!("length {bytes} is impossible")));
+            return Err(FormatError::invalid(
+                WHAT,
+                "bytes",
+                format!("length {bytes} is impossible"),
+            ));
         }
         Ok(bytes)
     }
@@ -588,10 +660,18 @@ impl Superblock {
     pub fn decode(buf: &[u8]) -> Result<Superblock, FormatError> {
         let bytes = Self::peek_len(buf)?;
         let Some(body) = buf.get(..bytes) else {
-            return Err(FormatError::Short { what: WHAT, need: bytes, have: buf.len() });
+            return Err(FormatError::Short {
+                what: WHAT,
+                need: bytes,
+                have: buf.len(),
+            });
         };
-        let (hdr, mut rest) = SbHeaderDisk::ref_from_prefix(body)
-            .map_err(|_| FormatError::Short { what: WHAT, need: SB_HEADER_BYTES, have: body.len() })?;
+        let (hdr, mut rest) =
+            SbHeaderDisk::ref_from_prefix(body).map_err(|_| FormatError::Short {
+                what: WHAT,
+                need: SB_HEADER_BYTES,
+                have: body.len(),
+            })?;
         let computed = crc32c::crc32c(body.get(20..).unwrap_or_default());
         if computed != hdr.csum.get() {
             return Err(FormatError::BadChecksum {
@@ -612,14 +692,29 @@ impl Superblock {
         }
         let unknown = hdr.features.get() & !Features::all().bits();
         if unknown != 0 {
-            return Err(FormatError::Features { what: WHAT, bits: unknown });
+            return Err(FormatError::Features {
+                what: WHAT,
+                bits: unknown,
+            });
         }
         let flags = SbFlags::from_bits(hdr.flags.get()).ok_or_else(|| {
-            FormatError::invalid(WHAT, "flags", format!("unknown bits {:#x}", hdr.flags.get()))
+            FormatError::invalid(
+                WHAT,
+                "flags",
+                format!("unknown bits {:#x}", hdr.flags.get()),
+            )
         })?;
-        let label_len = hdr.label.iter().position(|&b| b == 0).unwrap_or(hdr.label.len());
+        let label_len = hdr
+            .label
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(hdr.label.len());
         if hdr.label[label_len..].iter().any(|&b| b != 0) {
-            return Err(FormatError::invalid(WHAT, "label", "bytes after the terminating NUL"));
+            return Err(FormatError::invalid(
+                WHAT,
+                "label",
+                "bytes after the terminating NUL",
+            ));
         }
         let label = std::str::from_utf8(&hdr.label[..label_len])
             .map_err(|_| FormatError::invalid(WHAT, "label", "not UTF-8"))?
@@ -629,7 +724,11 @@ impl Superblock {
             return Err(FormatError::invalid(WHAT, "layout", format!("{nr} copies")));
         }
         if hdr.layout_offsets[nr..].iter().any(|o| o.get() != 0) {
-            return Err(FormatError::invalid(WHAT, "layout", "offsets listed past the copy count"));
+            return Err(FormatError::invalid(
+                WHAT,
+                "layout",
+                "offsets listed past the copy count",
+            ));
         }
         let options = FsOptions {
             compression: Compression::from_u8(hdr.compression, hdr.compression_level, WHAT)?,
@@ -666,22 +765,34 @@ impl Superblock {
         };
         let mut seen = 0u32;
         while !rest.is_empty() {
-            let (fh, after) = FieldHeaderDisk::ref_from_prefix(rest)
-                .map_err(|_| FormatError::Short { what: WHAT, need: 8, have: rest.len() })?;
+            let (fh, after) =
+                FieldHeaderDisk::ref_from_prefix(rest).map_err(|_| FormatError::Short {
+                    what: WHAT,
+                    need: 8,
+                    have: rest.len(),
+                })?;
             let len = fh.bytes.get() as usize;
             let padded = len.next_multiple_of(8);
             let Some(payload) = after.get(..len) else {
                 return Err(FormatError::invalid(
                     WHAT,
                     "fields",
-                    format!("field type {} claims {len} bytes, {} left", fh.typ.get(), after.len()),
+                    format!(
+                        "field type {} claims {len} bytes, {} left",
+                        fh.typ.get(),
+                        after.len()
+                    ),
                 ));
             };
             rest = after.get(padded..).unwrap_or_default();
             let typ = fh.typ.get();
             if typ < 32 {
                 if seen & (1 << typ) != 0 {
-                    return Err(FormatError::invalid(WHAT, "fields", format!("field type {typ} repeated")));
+                    return Err(FormatError::invalid(
+                        WHAT,
+                        "fields",
+                        format!("field type {typ} repeated"),
+                    ));
                 }
                 seen |= 1 << typ;
             }
@@ -698,8 +809,10 @@ impl Superblock {
                     })?;
                     let mut s = [0u8; 8];
                     s.copy_from_slice(seq);
-                    sb.clean =
-                        Some(CleanSection { journal_seq: u64::from_le_bytes(s), entries: entries.to_vec() });
+                    sb.clean = Some(CleanSection {
+                        journal_seq: u64::from_le_bytes(s),
+                        entries: entries.to_vec(),
+                    });
                 }
                 FIELD_BLACKLIST => {
                     sb.blacklist = decode_ranges(payload, "blacklist")?
@@ -709,7 +822,11 @@ impl Superblock {
                 }
                 t if t >= FIELD_OPTIONAL_FROM => {}
                 t => {
-                    return Err(FormatError::invalid(WHAT, "fields", format!("unknown field type {t}")));
+                    return Err(FormatError::invalid(
+                        WHAT,
+                        "fields",
+                        format!("unknown field type {t}"),
+                    ));
                 }
             }
         }
@@ -723,7 +840,11 @@ impl Superblock {
 
 fn decode_ranges(payload: &[u8], field: &'static str) -> Result<Vec<(u64, u64)>, FormatError> {
     if payload.len() % 16 != 0 {
-        return Err(FormatError::invalid(WHAT, field, format!("{} bytes is not a whole number of ranges", payload.len())));
+        return Err(FormatError::invalid(
+            WHAT,
+            field,
+            format!("{} bytes is not a whole number of ranges", payload.len()),
+        ));
     }
     Ok(payload
         .chunks_exact(16)
@@ -761,7 +882,10 @@ pub(crate) mod tests {
             time_created: 1,
             write_time: 2,
             options: FsOptions::default(),
-            journal: vec![BucketRange { start: first_bucket, nr: 8 }],
+            journal: vec![BucketRange {
+                start: first_bucket,
+                nr: 8,
+            }],
             layout,
             clean: None,
             blacklist: vec![],
@@ -778,13 +902,19 @@ pub(crate) mod tests {
     #[test]
     fn every_single_bit_flip_is_detected() {
         let mut sb = sample(64 << 20, 512 << 10, 256 << 10);
-        sb.clean = Some(CleanSection { journal_seq: 77, entries: vec![1, 2, 3, 4, 5] });
+        sb.clean = Some(CleanSection {
+            journal_seq: 77,
+            entries: vec![1, 2, 3, 4, 5],
+        });
         sb.blacklist = vec![SeqRange { start: 10, end: 20 }];
         let good = sb.encode().unwrap();
         for bit in 0..good.len() * 8 {
             let mut b = good.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            assert!(Superblock::decode(&b).is_err(), "flip of bit {bit} was not detected");
+            assert!(
+                Superblock::decode(&b).is_err(),
+                "flip of bit {bit} was not detected"
+            );
         }
     }
 
@@ -798,7 +928,10 @@ pub(crate) mod tests {
             ("bucket_size", Box::new(|s| s.bucket_size = 128 << 10)),
             ("nbuckets", Box::new(|s| s.nbuckets = u64::MAX / 2)),
             ("nbuckets", Box::new(|s| s.nbuckets = s.first_bucket + 3)),
-            ("journal", Box::new(|s| s.journal = vec![BucketRange { start: 0, nr: 8 }])),
+            (
+                "journal",
+                Box::new(|s| s.journal = vec![BucketRange { start: 0, nr: 8 }]),
+            ),
             ("layout", Box::new(|s| s.layout.offsets[2] = s.dev_size)),
         ];
         for (field, f) in cases {
@@ -852,7 +985,18 @@ pub(crate) mod tests {
             any::<bool>(),
         )
             .prop_map(
-                |((lb, ln, lx), extra, u1, u2, label, seq, (ct, lvl, dc, mc), clean, bl, clean_flag)| {
+                |(
+                    (lb, ln, lx),
+                    extra,
+                    u1,
+                    u2,
+                    label,
+                    seq,
+                    (ct, lvl, dc, mc),
+                    clean,
+                    bl,
+                    clean_flag,
+                )| {
                     let block = 1u32 << lb;
                     let node = 1u32 << ln.max(lb);
                     let bucket = node << lx;
@@ -877,7 +1021,10 @@ pub(crate) mod tests {
                     let blacklist = bl
                         .iter()
                         .map(|&len| {
-                            let r = SeqRange { start: start + 1, end: start + len };
+                            let r = SeqRange {
+                                start: start + 1,
+                                end: start + len,
+                            };
                             start += len + 1;
                             r
                         })
@@ -885,7 +1032,11 @@ pub(crate) mod tests {
                     Superblock {
                         version: SB_VERSION,
                         version_min: 1,
-                        flags: if clean_flag { SbFlags::CLEAN } else { SbFlags::empty() },
+                        flags: if clean_flag {
+                            SbFlags::CLEAN
+                        } else {
+                            SbFlags::empty()
+                        },
                         seq,
                         offset: layout.offsets[2],
                         uuid: Uuid::from_u128(u1),
@@ -903,8 +1054,14 @@ pub(crate) mod tests {
                         write_time: seq,
                         options,
                         layout,
-                        journal: vec![BucketRange { start: first_bucket, nr: 1 + extra % 16 }],
-                        clean: clean.map(|(journal_seq, entries)| CleanSection { journal_seq, entries }),
+                        journal: vec![BucketRange {
+                            start: first_bucket,
+                            nr: 1 + extra % 16,
+                        }],
+                        clean: clean.map(|(journal_seq, entries)| CleanSection {
+                            journal_seq,
+                            entries,
+                        }),
                         blacklist,
                     }
                 },

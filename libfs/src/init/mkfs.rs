@@ -11,14 +11,18 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::btree::NodeAllocator;
+use crate::btree::io::format_empty_root;
 use crate::dev::file::{FileDevice, OpenOptions};
 use crate::dev::{BlockDevice, DevError, mounts};
+use crate::format::btree_id::BtreeId;
 use crate::format::probe::{PROBE_BYTES, Signature, probe};
 use crate::format::superblock::{
     BLOCK_SIZE_RANGE, BTREE_NODE_SIZE_RANGE, BUCKET_SIZE_RANGE, BucketRange, CleanSection,
-    CompatFeatures, FsOptions, LABEL_MAX, MIN_BUCKETS, SB_MAX_BYTES, SB_PRIMARY_OFFSET,
-    SB_VERSION, SbFlags, SbLayout, Superblock,
+    CompatFeatures, FsOptions, LABEL_MAX, MIN_BUCKETS, SB_MAX_BYTES, SB_PRIMARY_OFFSET, SB_VERSION,
+    SbFlags, SbLayout, Superblock,
 };
+use crate::recovery::open::{btree_config, encode_roots, node_allocator};
 use crate::sb::{self, SbError};
 
 /// Default block size.
@@ -80,7 +84,9 @@ pub enum MkfsError {
         at: Vec<PathBuf>,
     },
     /// The device is smaller than the minimum for the chosen geometry.
-    #[error("{dev}: device is {size} bytes; the minimum with {bucket_size}-byte buckets is {min} bytes ({MIN_BUCKETS} buckets after the superblocks)")]
+    #[error(
+        "{dev}: device is {size} bytes; the minimum with {bucket_size}-byte buckets is {min} bytes ({MIN_BUCKETS} buckets after the superblocks)"
+    )]
     TooSmall {
         /// Device name.
         dev: String,
@@ -98,7 +104,7 @@ pub enum MkfsError {
     #[error("{}: does not exist; give --size to create an image file", .0.display())]
     SizeRequired(PathBuf),
     /// `--size` was given for something that is not a regular file, or would shrink it.
-    #[error("{}: {1}", .0.display())]
+    #[error("{}: {}", .0.display(), .1)]
     BadSize(PathBuf, String),
 }
 
@@ -125,10 +131,14 @@ pub struct Geometry {
 
 fn check_pow2(name: &str, v: u32, (lo, hi): (u32, u32)) -> Result<(), MkfsError> {
     if !v.is_power_of_two() {
-        return Err(MkfsError::Invalid(format!("{name} {v} is not a power of two")));
+        return Err(MkfsError::Invalid(format!(
+            "{name} {v} is not a power of two"
+        )));
     }
     if v < lo || v > hi {
-        return Err(MkfsError::Invalid(format!("{name} {v} is outside {lo}..={hi}")));
+        return Err(MkfsError::Invalid(format!(
+            "{name} {v} is outside {lo}..={hi}"
+        )));
     }
     Ok(())
 }
@@ -140,13 +150,19 @@ pub fn min_device_size(bucket_size: u32) -> u64 {
     (head_end.div_ceil(bs) + MIN_BUCKETS) * bs + u64::from(SB_MAX_BYTES)
 }
 
-/// Chooses and checks the geometry for a device of `size` bytes.
+/// Chooses and checks the geometry for a device of `size` bytes (and the label).
 pub fn plan_geometry(
     dev_name: &str,
     size: u64,
     dev_block: u32,
     opts: &FormatOptions,
 ) -> Result<Geometry, MkfsError> {
+    if opts.label.len() > LABEL_MAX || opts.label.contains('\0') {
+        return Err(MkfsError::Invalid(format!(
+            "label {:?} is longer than {LABEL_MAX} bytes or contains a NUL",
+            opts.label
+        )));
+    }
     let block_size = opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE.max(dev_block));
     check_pow2("block size", block_size, BLOCK_SIZE_RANGE)?;
     if block_size < dev_block {
@@ -156,7 +172,9 @@ pub fn plan_geometry(
     }
     let btree_node_size = opts.btree_node_size.unwrap_or(DEFAULT_BTREE_NODE_SIZE);
     check_pow2("btree node size", btree_node_size, BTREE_NODE_SIZE_RANGE)?;
-    let bucket_size = opts.bucket_size.unwrap_or(DEFAULT_BUCKET_SIZE.max(btree_node_size));
+    let bucket_size = opts
+        .bucket_size
+        .unwrap_or(DEFAULT_BUCKET_SIZE.max(btree_node_size));
     check_pow2("bucket size", bucket_size, BUCKET_SIZE_RANGE)?;
     if btree_node_size < block_size {
         return Err(MkfsError::Invalid(format!(
@@ -170,7 +188,12 @@ pub fn plan_geometry(
     }
     let min = min_device_size(bucket_size);
     if size < min {
-        return Err(MkfsError::TooSmall { dev: dev_name.to_string(), size, min, bucket_size });
+        return Err(MkfsError::TooSmall {
+            dev: dev_name.to_string(),
+            size,
+            min,
+            bucket_size,
+        });
     }
     let (first_bucket, nbuckets) = SbLayout::standard_buckets(size, bucket_size);
     let usable = nbuckets - first_bucket;
@@ -186,11 +209,22 @@ pub fn plan_geometry(
         }
         None => (usable / 128).clamp(MIN_JOURNAL_BUCKETS, MAX_DEFAULT_JOURNAL_BUCKETS),
     };
-    Ok(Geometry { block_size, bucket_size, btree_node_size, first_bucket, nbuckets, journal_buckets })
+    Ok(Geometry {
+        block_size,
+        bucket_size,
+        btree_node_size,
+        first_bucket,
+        nbuckets,
+        journal_buckets,
+    })
 }
 
 /// Builds the superblock for `geometry` on a device of `size` bytes.
-pub fn build_superblock(size: u64, g: &Geometry, opts: &FormatOptions) -> Result<Superblock, MkfsError> {
+pub fn build_superblock(
+    size: u64,
+    g: &Geometry,
+    opts: &FormatOptions,
+) -> Result<Superblock, MkfsError> {
     if opts.label.len() > LABEL_MAX || opts.label.contains('\0') {
         return Err(MkfsError::Invalid(format!(
             "label {:?} is longer than {LABEL_MAX} bytes or contains a NUL",
@@ -219,13 +253,21 @@ pub fn build_superblock(size: u64, g: &Geometry, opts: &FormatOptions) -> Result
         write_time: now,
         options: opts.options,
         layout: SbLayout::standard(size),
-        journal: vec![BucketRange { start: g.first_bucket, nr: g.journal_buckets }],
-        clean: Some(CleanSection { journal_seq: 0, entries: Vec::new() }),
+        journal: vec![BucketRange {
+            start: g.first_bucket,
+            nr: g.journal_buckets,
+        }],
+        clean: Some(CleanSection {
+            journal_seq: 0,
+            entries: Vec::new(),
+        }),
         blacklist: Vec::new(),
     };
     let mut check = sb.clone();
     check.seq = 1;
-    check.validate().map_err(|e| MkfsError::Invalid(e.to_string()))?;
+    check
+        .validate()
+        .map_err(|e| MkfsError::Invalid(e.to_string()))?;
     Ok(sb)
 }
 
@@ -242,6 +284,23 @@ pub fn format_device(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Supe
     let tail = sb.layout.offsets.last().copied().unwrap_or(size);
     let tail_len = usize::try_from(size - tail).unwrap_or(0);
     dev.write_at(&vec![0u8; tail_len], tail)?;
+    // An empty root leaf for every btree, recorded in the clean section.
+    let cfg = btree_config(&sb, 16);
+    let alloc = node_allocator(&sb);
+    let mut roots = Vec::new();
+    for b in BtreeId::ALL {
+        let addr = alloc
+            .alloc()
+            .ok_or_else(|| MkfsError::Invalid("no room for the btree roots".into()))?;
+        let ptr = format_empty_root(dev, &cfg, b, addr, rand::random::<u64>())
+            .map_err(|e| MkfsError::Invalid(format!("writing the {b} btree root: {e}")))?;
+        roots.push((b, 0u8, ptr));
+    }
+    sb.clean = Some(CleanSection {
+        journal_seq: 0,
+        entries: encode_roots(&roots),
+    });
+    dev.flush()?;
     sb::write_superblock(dev, &mut sb)?;
     Ok(sb)
 }
@@ -260,7 +319,11 @@ pub struct MkfsReport {
 /// Formats the device or image file at `path`: creates or grows an image file when `size` is
 /// given, refuses mounted devices and devices holding another filesystem (unless forced), then
 /// formats. Nothing is written when it refuses.
-pub fn mkfs_path(path: &Path, size: Option<u64>, opts: &FormatOptions) -> Result<MkfsReport, MkfsError> {
+pub fn mkfs_path(
+    path: &Path,
+    size: Option<u64>,
+    opts: &FormatOptions,
+) -> Result<MkfsReport, MkfsError> {
     let meta = std::fs::metadata(path);
     let exists = match &meta {
         Ok(_) => true,
@@ -288,7 +351,10 @@ pub fn mkfs_path(path: &Path, size: Option<u64>, opts: &FormatOptions) -> Result
         {
             return Err(MkfsError::BadSize(
                 path.to_path_buf(),
-                format!("--size {s} is smaller than the file ({} bytes); mkfs never shrinks a file", ro.len()),
+                format!(
+                    "--size {s} is smaller than the file ({} bytes); mkfs never shrinks a file",
+                    ro.len()
+                ),
             ));
         }
         let at = mounts::mounted_at(path)?;
@@ -296,7 +362,12 @@ pub fn mkfs_path(path: &Path, size: Option<u64>, opts: &FormatOptions) -> Result
             return Err(MkfsError::Mounted { dev: name, at });
         }
         // Check geometry before anything else is written.
-        plan_geometry(&name, size.unwrap_or(ro.len()), ro.logical_block_size(), opts)?;
+        plan_geometry(
+            &name,
+            size.unwrap_or(ro.len()),
+            ro.logical_block_size(),
+            opts,
+        )?;
         let mut head = vec![0u8; PROBE_BYTES.min(usize::try_from(ro.len()).unwrap_or(usize::MAX))];
         ro.read_at(&mut head, 0)?;
         let found: Vec<String> = probe(&head)
@@ -321,7 +392,18 @@ pub fn mkfs_path(path: &Path, size: Option<u64>, opts: &FormatOptions) -> Result
     if let Some(s) = size {
         FileDevice::create_image(path, s)?;
     }
-    let dev = FileDevice::open(path, &OpenOptions { write: true, direct: false, exclusive: true })?;
+    let dev = FileDevice::open(
+        path,
+        &OpenOptions {
+            write: true,
+            direct: false,
+            exclusive: true,
+        },
+    )?;
     let sb = format_device(&dev, opts)?;
-    Ok(MkfsReport { sb, overwritten, created })
+    Ok(MkfsReport {
+        sb,
+        overwritten,
+        created,
+    })
 }

@@ -38,28 +38,72 @@ pub fn fields(sb: &Superblock) -> Vec<(&'static str, String)> {
     let journal: Vec<String> = sb
         .journal
         .iter()
-        .map(|r| format!("buckets {}..{} (bytes {}..{})", r.start, r.end(), r.start * bs, r.end() * bs))
+        .map(|r| {
+            format!(
+                "buckets {}..{} (bytes {}..{})",
+                r.start,
+                r.end(),
+                r.start * bs,
+                r.end() * bs
+            )
+        })
         .collect();
-    let blacklist: Vec<String> = sb.blacklist.iter().map(|r| format!("{}..={}", r.start, r.end)).collect();
+    let blacklist: Vec<String> = sb
+        .blacklist
+        .iter()
+        .map(|r| format!("{}..={}", r.start, r.end))
+        .collect();
     let mut v = vec![
-        ("Label", if sb.label.is_empty() { "<none>".to_string() } else { sb.label.clone() }),
+        (
+            "Label",
+            if sb.label.is_empty() {
+                "<none>".to_string()
+            } else {
+                sb.label.clone()
+            },
+        ),
         ("UUID", sb.user_uuid.to_string()),
         ("Internal UUID", sb.uuid.to_string()),
-        ("Version", format!("{} (readable by {} and later)", sb.version, sb.version_min)),
+        (
+            "Version",
+            format!("{} (readable by {} and later)", sb.version, sb.version_min),
+        ),
         ("Sequence", sb.seq.to_string()),
         ("Flags", format!("{:?}", sb.flags)),
-        ("Clean", if sb.clean.is_some() { "yes".into() } else { "no (journal replay needed)".into() }),
+        (
+            "Clean",
+            if sb.clean.is_some() {
+                "yes".into()
+            } else {
+                "no (journal replay needed)".into()
+            },
+        ),
         ("Created", format_time(sb.time_created)),
         ("Last written", format_time(sb.write_time)),
         ("Device size", format_size(sb.dev_size)),
         ("Block size", format_size(u64::from(sb.block_size))),
         ("Bucket size", format_size(bs)),
-        ("Btree node size", format_size(u64::from(sb.btree_node_size))),
-        ("Buckets", format!("{} (usable {}..{})", sb.nbuckets, sb.first_bucket, sb.nbuckets)),
-        ("Journal", format!("{} buckets: {}", sb.journal_buckets(), journal.join(", "))),
+        (
+            "Btree node size",
+            format_size(u64::from(sb.btree_node_size)),
+        ),
+        (
+            "Buckets",
+            format!(
+                "{} (usable {}..{})",
+                sb.nbuckets, sb.first_bucket, sb.nbuckets
+            ),
+        ),
+        (
+            "Journal",
+            format!("{} buckets: {}", sb.journal_buckets(), journal.join(", ")),
+        ),
         ("Compression", sb.options.compression.to_string()),
         ("Data checksum", sb.options.data_csum.name().to_string()),
-        ("Metadata checksum", sb.options.metadata_csum.name().to_string()),
+        (
+            "Metadata checksum",
+            sb.options.metadata_csum.name().to_string(),
+        ),
         ("Features", format!("{:?}", sb.features)),
         ("Compat features", format!("{:?}", sb.compat)),
         (
@@ -68,14 +112,26 @@ pub fn fields(sb: &Superblock) -> Vec<(&'static str, String)> {
                 "{} copies of up to {} bytes at {}",
                 sb.layout.offsets.len(),
                 sb.layout.max_bytes,
-                sb.layout.offsets.iter().map(|o| format!("byte {o}")).collect::<Vec<_>>().join(", ")
+                sb.layout
+                    .offsets
+                    .iter()
+                    .map(|o| format!("byte {o}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
     ];
     if let Some(c) = &sb.clean {
         v.push(("Clean journal seq", c.journal_seq.to_string()));
     }
-    v.push(("Journal seq blacklist", if blacklist.is_empty() { "none".into() } else { blacklist.join(", ") }));
+    v.push((
+        "Journal seq blacklist",
+        if blacklist.is_empty() {
+            "none".into()
+        } else {
+            blacklist.join(", ")
+        },
+    ));
     v
 }
 
@@ -112,7 +168,10 @@ pub fn show_super_text(dev: &str, read: &SbRead, all_copies: bool) -> String {
 fn sb_json(sb: &Superblock) -> Value {
     let mut v = serde_json::to_value(sb).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
-        m.insert("time_created_utc".into(), json!(format_time(sb.time_created)));
+        m.insert(
+            "time_created_utc".into(),
+            json!(format_time(sb.time_created)),
+        );
         m.insert("write_time_utc".into(), json!(format_time(sb.write_time)));
     }
     v
@@ -125,9 +184,7 @@ pub fn show_super_json(dev: &str, read: &SbRead, all_copies: bool) -> Value {
         .iter()
         .map(|c| {
             let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-            if all_copies
-                && let (Value::Object(m), Some(sb)) = (&mut v, &c.sb)
-            {
+            if all_copies && let (Value::Object(m), Some(sb)) = (&mut v, &c.sb) {
                 m.insert("superblock".into(), sb_json(sb));
             }
             v

@@ -36,7 +36,10 @@ use crate::dev::{BlockDevice, DevError};
 use crate::format::btree_id::{BTREE_ID_NR, BtreeId};
 use crate::format::btree_ptr::BtreePtr;
 use crate::format::csum::ChecksumType;
-use crate::format::jset::{JSET_HEADER_BYTES, JSET_NO_FLUSH, new_jset_buf, push_root_entry, seal_jset};
+use crate::format::jset::{
+    JENTRY_HEADER_BYTES, JEntryType, JSET_HEADER_BYTES, JSET_NO_FLUSH, new_jset_buf,
+    push_entry_header, push_root_entry, seal_jset,
+};
 
 /// How far (in sequence numbers) the open jset may run ahead of the durable journal.
 pub const LEAD: u64 = 32;
@@ -126,6 +129,8 @@ pub struct JournalStart {
 pub struct JournalRes {
     /// The sequence number of the jset holding the entries.
     pub seq: u64,
+    offset: usize,
+    len: usize,
 }
 
 #[derive(Debug)]
@@ -295,7 +300,12 @@ impl Journal {
         let seq = s.cur_seq;
         let last_seq = s.pins.keys().next().copied().unwrap_or(seq).min(seq);
         let buf = std::mem::replace(&mut s.open, new_jset_buf(self.geo.jset_max()));
-        s.closed.push_back(Closed { seq, last_seq, buf, refs: s.open_refs });
+        s.closed.push_back(Closed {
+            seq,
+            last_seq,
+            buf,
+            refs: s.open_refs,
+        });
         s.open_refs = 0;
         s.cur_seq += 1;
     }
@@ -303,25 +313,43 @@ impl Journal {
     /// Appends `payload` (encoded journal entries) to the open jset and returns the
     /// reservation. Waits (and runs reclaim) when the journal is short of space.
     pub fn reserve(&self, payload: &[u8]) -> Result<JournalRes, JournalError> {
+        let res = self.reserve_len(payload.len().max(JENTRY_HEADER_BYTES))?;
+        if payload.is_empty() {
+            self.cancel(&res);
+        } else {
+            self.fill(&res, payload);
+        }
+        Ok(res)
+    }
+
+    /// Reserves `len` bytes (≥ 8) in the open jset, to be filled with [`Journal::fill`] or
+    /// given back with [`Journal::cancel`] before [`Journal::res_put`]. The jset is not
+    /// written while the reservation is held, so a commit can still decide not to happen.
+    pub fn reserve_len(&self, len: usize) -> Result<JournalRes, JournalError> {
         let max = self.geo.jset_max();
-        if JSET_HEADER_BYTES + payload.len() + self.roots_bytes() > max {
-            return Err(JournalError::TooBig { need: payload.len(), max: max - JSET_HEADER_BYTES });
+        debug_assert!(len >= JENTRY_HEADER_BYTES);
+        if JSET_HEADER_BYTES + len + self.roots_bytes() > max {
+            return Err(JournalError::TooBig {
+                need: len,
+                max: max - JSET_HEADER_BYTES - self.roots_bytes(),
+            });
         }
         loop {
             let mut s = self.state.lock();
             self.check(&s)?;
-            if s.open.len() + payload.len() + self.roots_bytes() > max {
+            if s.open.len() + len + self.roots_bytes() > max {
                 self.close_open(&mut s);
             }
             let lead_ok = s.cur_seq <= s.seq_durable + LEAD;
             let space_ok = self.free_bytes(&s) >= self.reserve_floor() + max as u64;
             if s.closed.len() < MAX_CLOSED && lead_ok && space_ok {
-                s.open.extend_from_slice(payload);
+                let offset = s.open.len();
+                s.open.resize(offset + len, 0);
                 s.open_refs += 1;
                 let seq = s.cur_seq;
                 drop(s);
                 self.stats.lock().reservations += 1;
-                return Ok(JournalRes { seq });
+                return Ok(JournalRes { seq, offset, len });
             }
             drop(s);
             if !space_ok {
@@ -333,6 +361,45 @@ impl Journal {
                 self.write_closed(None)?;
             }
         }
+    }
+
+    fn with_res_buf(&self, res: &JournalRes, f: impl FnOnce(&mut [u8])) {
+        let mut s = self.state.lock();
+        let buf = if res.seq == s.cur_seq {
+            Some(&mut s.open)
+        } else {
+            s.closed
+                .iter_mut()
+                .find(|c| c.seq == res.seq)
+                .map(|c| &mut c.buf)
+        };
+        match buf.and_then(|b| b.get_mut(res.offset..res.offset + res.len)) {
+            Some(b) => f(b),
+            None => debug_assert!(false, "reservation for seq {} not found", res.seq),
+        }
+    }
+
+    /// Copies the entries into the reserved space (`payload.len()` must equal the length
+    /// reserved).
+    pub fn fill(&self, res: &JournalRes, payload: &[u8]) {
+        debug_assert_eq!(payload.len(), res.len);
+        self.with_res_buf(res, |b| b.copy_from_slice(payload));
+    }
+
+    /// Turns the reserved space into a padding entry (the transaction did not happen).
+    pub fn cancel(&self, res: &JournalRes) {
+        self.with_res_buf(res, |b| {
+            b.fill(0);
+            let mut h = Vec::with_capacity(JENTRY_HEADER_BYTES);
+            push_entry_header(
+                &mut h,
+                JEntryType::Padding,
+                BtreeId::Extents,
+                0,
+                res.len - JENTRY_HEADER_BYTES,
+            );
+            b[..JENTRY_HEADER_BYTES].copy_from_slice(&h);
+        });
     }
 
     /// Releases a reservation (after its keys are in the btree and pinned).
@@ -382,7 +449,9 @@ impl Journal {
     /// Appends the roots as of `seq` to `buf` and prunes history no jset will need.
     fn append_roots(s: &mut State, seq: u64, buf: &mut Vec<u8>) {
         for (i, hist) in s.roots.iter_mut().enumerate() {
-            let Some(pos) = hist.iter().rposition(|(c, _, _)| *c <= seq) else { continue };
+            let Some(pos) = hist.iter().rposition(|(c, _, _)| *c <= seq) else {
+                continue;
+            };
             let (_, level, ptr) = hist[pos];
             if let Some(b) = BtreeId::from_u8(u8::try_from(i).unwrap_or(u8::MAX)) {
                 push_root_entry(buf, b, level, &ptr);
@@ -409,19 +478,31 @@ impl Journal {
                     self.close_open(&mut s);
                 }
             }
-            let Some(front) = s.closed.front() else { return Ok(()) };
+            let Some(front) = s.closed.front() else {
+                return Ok(());
+            };
             if front.refs > 0 {
                 self.cond.wait_for(&mut s, Duration::from_millis(50));
                 continue;
             }
-            let Some(mut c) = s.closed.pop_front() else { return Ok(()) };
+            let Some(mut c) = s.closed.pop_front() else {
+                return Ok(());
+            };
             // A flush write when it reaches what someone waits for (it covers everything
             // before it), or when the journal nears the LEAD limit.
             let flush = (s.flush_wanted > s.seq_durable && c.seq >= s.flush_wanted)
                 || c.seq + 2 >= s.seq_durable + LEAD;
             Self::append_roots(&mut s, c.seq, &mut c.buf);
             let flags = if flush { 0 } else { JSET_NO_FLUSH };
-            seal_jset(&mut c.buf, c.seq, c.last_seq, flags, self.geo.magic, self.geo.csum, self.geo.block_size);
+            seal_jset(
+                &mut c.buf,
+                c.seq,
+                c.last_seq,
+                flags,
+                self.geo.magic,
+                self.geo.csum,
+                self.geo.block_size,
+            );
             let len = c.buf.len() as u64;
             if s.offset + len > self.geo.bucket_size {
                 let n = self.geo.buckets.len();

@@ -123,12 +123,20 @@ pub fn fsck_path(
     if !at.is_empty() && !read_only {
         return Err(FsckError::Mounted {
             dev: path.display().to_string(),
-            at: at.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            at: at
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     let dev = FileDevice::open(
         path,
-        &OpenOptions { write: !read_only, direct: false, exclusive: !read_only },
+        &OpenOptions {
+            write: !read_only,
+            direct: false,
+            exclusive: !read_only,
+        },
     )?;
     fsck_device(&dev, opts, prompt)
 }
@@ -165,14 +173,23 @@ pub fn fsck_device(
         };
         let message = format!("{name}: {} superblock at byte {}: {what}", c.role, c.offset);
         let fits = c.offset + u64::from(read.sb.layout.max_bytes) <= dev.len();
-        let fixed = fits
-            && decide(opts.policy, id, &format!("{message}. Rewrite it from the newest copy?"), prompt)
-            && {
+        let fixed =
+            fits && decide(
+                opts.policy,
+                id,
+                &format!("{message}. Rewrite it from the newest copy?"),
+                prompt,
+            ) && {
                 sb::write_copy(dev, &read.sb, c.offset)?;
                 wrote = true;
                 true
             };
-        problems.push(Found { id, number: id.info().number, message, fixed });
+        problems.push(Found {
+            id,
+            number: id.info().number,
+            message,
+            fixed,
+        });
     }
     if dev.len() < read.sb.dev_size {
         let id = ProblemId::SbDeviceShrunk;

@@ -76,7 +76,9 @@ impl From<TransError> for OpenError {
     fn from(e: TransError) -> Self {
         match e {
             TransError::Error(e) => OpenError::Btree(e),
-            TransError::Restart(r) => OpenError::Btree(BtreeError::InvalidKey(format!("restart {r:?} escaped"))),
+            TransError::Restart(r) => {
+                OpenError::Btree(BtreeError::InvalidKey(format!("restart {r:?} escaped")))
+            }
         }
     }
 }
@@ -109,7 +111,11 @@ pub fn fs_magic(sb: &Superblock) -> u64 {
 pub fn journal_geometry(sb: &Superblock) -> JournalGeometry {
     let bs = u64::from(sb.bucket_size);
     JournalGeometry {
-        buckets: sb.journal.iter().flat_map(|r| (r.start..r.end()).map(move |b| b * bs)).collect(),
+        buckets: sb
+            .journal
+            .iter()
+            .flat_map(|r| (r.start..r.end()).map(move |b| b * bs))
+            .collect(),
         bucket_size: bs,
         block_size: sb.block_size as usize,
         magic: fs_magic(sb),
@@ -149,7 +155,16 @@ fn roots_from_entries(
     for (b, level, p) in entries {
         roots[b.idx()] = Some((level, p));
     }
-    let mut out = [(0u8, BtreePtr { sector: 0, node_seq: 0, sectors_written: 1, generation: 0, min_pos: Default::default() }); BTREE_ID_NR];
+    let mut out = [(
+        0u8,
+        BtreePtr {
+            sector: 0,
+            node_seq: 0,
+            sectors_written: 1,
+            generation: 0,
+            min_pos: Default::default(),
+        },
+    ); BTREE_ID_NR];
     for (o, r) in out.iter_mut().zip(roots) {
         *o = r?;
     }
@@ -159,7 +174,10 @@ fn roots_from_entries(
 /// Parses the root entries of a clean section.
 pub fn clean_roots(c: &CleanSection) -> Option<[(u8, BtreePtr); BTREE_ID_NR]> {
     let it = crate::format::jset::entries_iter(&c.entries)?;
-    roots_from_entries(it.filter(|e| e.typ == JEntryType::BtreeRoot).filter_map(|e| e.root().map(|p| (e.btree, e.level, p))))
+    roots_from_entries(
+        it.filter(|e| e.typ == JEntryType::BtreeRoot)
+            .filter_map(|e| e.root().map(|p| (e.btree, e.level, p))),
+    )
 }
 
 /// Encodes roots as clean-section entries.
@@ -197,8 +215,14 @@ impl Store {
         let geo = journal_geometry(&sbk);
         let alloc = Arc::new(node_allocator(&sbk));
         let mut info = RecoveryInfo::default();
-        let clean_roots = if sbk.flags.contains(SbFlags::CLEAN) { sbk.clean.as_ref().and_then(clean_roots) } else { None };
-        let (roots, start, replay) = if let (Some(roots), Some(c)) = (clean_roots, sbk.clean.clone()) {
+        let clean_roots = if sbk.flags.contains(SbFlags::CLEAN) {
+            sbk.clean.as_ref().and_then(clean_roots)
+        } else {
+            None
+        };
+        let (roots, start, replay) = if let (Some(roots), Some(c)) =
+            (clean_roots, sbk.clean.clone())
+        {
             info.clean = true;
             let start = JournalStart {
                 seq: c.journal_seq + 1,
@@ -207,15 +231,24 @@ impl Store {
                 bucket_seq: vec![0; geo.buckets.len()],
                 durable_seq: c.journal_seq,
                 last_seq_ondisk: c.journal_seq + 1,
-                roots: BtreeId::ALL.iter().map(|&b| (b, roots[b.idx()].0, roots[b.idx()].1)).collect(),
+                roots: BtreeId::ALL
+                    .iter()
+                    .map(|&b| (b, roots[b.idx()].0, roots[b.idx()].1))
+                    .collect(),
             };
             (roots, start, None)
         } else {
             let scan = scan_journal(&*dev, &geo)?;
             info.jsets_found = scan.jsets.len() as u64;
             info.jsets_damaged = scan.damaged.len() as u64;
-            let blacklisted = |s: u64| sbk.blacklist.iter().any(|r| r.start <= s && s <= r.end);
-            let Some(newest) = scan.jsets.values().rev().find(|j| j.flush && !blacklisted(j.seq)) else {
+            let old_blacklist = sbk.blacklist.clone();
+            let blacklisted = |s: u64| old_blacklist.iter().any(|r| r.start <= s && s <= r.end);
+            let Some(newest) = scan
+                .jsets
+                .values()
+                .rev()
+                .find(|j| j.flush && !blacklisted(j.seq))
+            else {
                 return Err(OpenError::Journal2 {
                     dev: name,
                     detail: "the superblock is not clean and the journal holds no valid flush entry to recover from".into(),
@@ -226,30 +259,47 @@ impl Store {
                 if !scan.jsets.contains_key(&s) && !blacklisted(s) {
                     return Err(OpenError::Journal2 {
                         dev: name,
-                        detail: format!("journal entry {s} is missing from the range {l}..={n} that must be replayed"),
+                        detail: format!(
+                            "journal entry {s} is missing from the range {l}..={n} that must be replayed"
+                        ),
                     });
                 }
             }
-            let nj = decode_jset(&newest.data, geo.magic, geo.csum, geo.block_size).map_err(|_| OpenError::Journal2 {
-                dev: name.clone(),
-                detail: format!("journal entry {n} no longer decodes"),
-            })?;
+            let nj =
+                decode_jset(&newest.data, geo.magic, geo.csum, geo.block_size).map_err(|_| {
+                    OpenError::Journal2 {
+                        dev: name.clone(),
+                        detail: format!("journal entry {n} no longer decodes"),
+                    }
+                })?;
             let Some(roots) = roots_from_entries(
-                nj.iter().filter(|e| e.typ == JEntryType::BtreeRoot).filter_map(|e| e.root().map(|p| (e.btree, e.level, p))),
+                nj.iter()
+                    .filter(|e| e.typ == JEntryType::BtreeRoot)
+                    .filter_map(|e| e.root().map(|p| (e.btree, e.level, p))),
             ) else {
-                return Err(OpenError::Journal2 { dev: name, detail: format!("journal entry {n} lacks a btree root") });
+                return Err(OpenError::Journal2 {
+                    dev: name,
+                    detail: format!("journal entry {n} lacks a btree root"),
+                });
             };
             // Collect the keys to replay, newest version per (btree, level, pos).
-            let mut rp = Replay { keys: BTreeMap::new() };
+            let mut rp = Replay {
+                keys: BTreeMap::new(),
+            };
             for s in l..=n {
-                let Some(j) = scan.jsets.get(&s) else { continue };
+                let Some(j) = scan.jsets.get(&s) else {
+                    continue;
+                };
                 if blacklisted(s) {
                     continue;
                 }
-                let Ok(js) = decode_jset(&j.data, geo.magic, geo.csum, geo.block_size) else { continue };
+                let Ok(js) = decode_jset(&j.data, geo.magic, geo.csum, geo.block_size) else {
+                    continue;
+                };
                 for e in js.iter().filter(|e| e.typ == JEntryType::BtreeKeys) {
                     for k in e.keys() {
-                        rp.keys.insert((e.btree, std::cmp::Reverse(e.level), k.pos), k.to_owned());
+                        rp.keys
+                            .insert((e.btree, std::cmp::Reverse(e.level), k.pos), k.to_owned());
                         if e.level > 0
                             && let Ok(p) = BtreePtr::decode(k.val)
                         {
@@ -267,10 +317,17 @@ impl Store {
             let bl_end = (n + LEAD).max(max_seen);
             info.blacklisted = Some((n + 1, bl_end));
             info.replayed = Some((l, n));
-            sbk.blacklist.push(SeqRange { start: n + 1, end: bl_end });
+            sbk.blacklist.push(SeqRange {
+                start: n + 1,
+                end: bl_end,
+            });
             merge_ranges(&mut sbk.blacklist);
             let mut bucket_seq = vec![0u64; geo.buckets.len()];
-            for j in scan.jsets.values().filter(|j| j.seq <= n && !blacklisted(j.seq)) {
+            for j in scan
+                .jsets
+                .values()
+                .filter(|j| j.seq <= n && !blacklisted(j.seq))
+            {
                 bucket_seq[j.bucket] = bucket_seq[j.bucket].max(j.seq);
             }
             let start = JournalStart {
@@ -280,7 +337,10 @@ impl Store {
                 bucket_seq,
                 durable_seq: n,
                 last_seq_ondisk: l,
-                roots: BtreeId::ALL.iter().map(|&b| (b, roots[b.idx()].0, roots[b.idx()].1)).collect(),
+                roots: BtreeId::ALL
+                    .iter()
+                    .map(|&b| (b, roots[b.idx()].0, roots[b.idx()].1))
+                    .collect(),
             };
             (roots, start, Some(rp))
         };
@@ -295,13 +355,27 @@ impl Store {
         sbk.flags.remove(SbFlags::CLEAN);
         sbk.clean = None;
         sb::write_superblock(&*dev, &mut sbk)?;
-        let bt = Btree::open(dev.clone(), journal.clone(), cfg, alloc.clone() as Arc<dyn NodeAllocator>, &roots)?;
+        let bt = Btree::open(
+            dev.clone(),
+            journal.clone(),
+            cfg,
+            alloc.clone() as Arc<dyn NodeAllocator>,
+            &roots,
+        )?;
         if let Some(rp) = replay {
             info.replayed_keys = replay_keys(&bt, rp)?;
             journal.flush_all()?;
             bt.note_durable();
         }
-        Ok(Store { dev, sb: Mutex::new(sbk), journal, bt, alloc, recovery: info, closed: Mutex::new(false) })
+        Ok(Store {
+            dev,
+            sb: Mutex::new(sbk),
+            journal,
+            bt,
+            alloc,
+            recovery: info,
+            closed: Mutex::new(false),
+        })
     }
 
     /// The btree store.
@@ -362,7 +436,10 @@ impl Store {
         let roots = self.bt.root_ptrs();
         let mut sbk = self.sb.lock();
         sbk.flags.insert(SbFlags::CLEAN);
-        sbk.clean = Some(CleanSection { journal_seq: seq.max(self.journal.cur_seq() - 1), entries: encode_roots(&roots) });
+        sbk.clean = Some(CleanSection {
+            journal_seq: seq.max(self.journal.cur_seq() - 1),
+            entries: encode_roots(&roots),
+        });
         self.dev.flush()?;
         sb::write_superblock(&*self.dev, &mut sbk)?;
         self.journal.shutdown();
@@ -400,7 +477,8 @@ fn mark_reachable(
             if lvl == 0 {
                 continue;
             }
-            let n = crate::btree::io::read_node_raw(dev, cfg, cur_seq, &p, BtreeId::ALL[i], lvl, max)?;
+            let n =
+                crate::btree::io::read_node_raw(dev, cfg, cur_seq, &p, BtreeId::ALL[i], lvl, max)?;
             n.lock.lock_read();
             let live = n.data().live_set();
             n.lock.unlock_read();

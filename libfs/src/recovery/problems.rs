@@ -69,7 +69,10 @@ pub const PROBLEMS: &[ProblemInfo] = &[
 impl ProblemId {
     /// The table entry for this problem.
     pub fn info(self) -> &'static ProblemInfo {
-        PROBLEMS.iter().find(|p| p.id == self).unwrap_or(&PROBLEMS[0])
+        PROBLEMS
+            .iter()
+            .find(|p| p.id == self)
+            .unwrap_or(&PROBLEMS[0])
     }
 }
 
@@ -104,14 +107,21 @@ mod tests {
                 assert_ne!(a.number, b.number);
                 assert_ne!(a.name, b.name);
             }
-            assert!(!a.autofix || a.can_fix, "{} is autofix but not fixable", a.name);
+            assert!(
+                !a.autofix || a.can_fix,
+                "{} is autofix but not fixable",
+                a.name
+            );
         }
     }
 
     #[test]
     fn docs_table_is_up_to_date() {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/fsck-problems.md"))
-            .expect("docs/fsck-problems.md exists");
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/fsck-problems.md"
+        ))
+        .expect("docs/fsck-problems.md exists");
         assert!(
             doc.contains(&problems_markdown()),
             "docs/fsck-problems.md is out of date: regenerate it with `sixfs-debug problems --markdown`"

@@ -52,8 +52,10 @@ fn no_valid_message(copies: &[CopyReport], found: &[String], size: u64) -> Strin
     if size < SB_PRIMARY_OFFSET + SB_HEADER_BYTES as u64 {
         return format!("not a sixfs filesystem: {size} bytes is too small to hold a superblock");
     }
-    let what: Vec<String> =
-        copies.iter().map(|c| format!("{} at byte {}: {}", c.role, c.offset, c.status)).collect();
+    let what: Vec<String> = copies
+        .iter()
+        .map(|c| format!("{} at byte {}: {}", c.role, c.offset, c.status))
+        .collect();
     format!("no valid sixfs superblock ({})", what.join("; "))
 }
 
@@ -116,7 +118,9 @@ pub struct SbRead {
 impl SbRead {
     /// Copies that are not the newest valid one (invalid or stale).
     pub fn bad_copies(&self) -> impl Iterator<Item = &CopyReport> {
-        self.copies.iter().filter(|c| !matches!(c.status, CopyStatus::Valid { .. }))
+        self.copies
+            .iter()
+            .filter(|c| !matches!(c.status, CopyStatus::Valid { .. }))
     }
 }
 
@@ -138,7 +142,8 @@ fn read_or_reason(dev: &dyn BlockDevice, buf: &mut [u8], offset: u64) -> Result<
     if offset.saturating_add(buf.len() as u64) > dev.len() {
         return Err("past the end of the device".into());
     }
-    dev.read_at(buf, offset).map_err(|e| format!("read error: {e}"))
+    dev.read_at(buf, offset)
+        .map_err(|e| format!("read error: {e}"))
 }
 
 fn short_reason(e: &FormatError) -> String {
@@ -181,11 +186,20 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Result<SbRead, SbError> {
             }
             Err(reason) => (CopyStatus::Invalid { reason }, None),
         };
-        copies.push(CopyReport { role: "", offset: off, status, sb });
+        copies.push(CopyReport {
+            role: "",
+            offset: off,
+            status,
+            sb,
+        });
     }
     // A copy outside the newest layout that was only guessed (standard end location on a grown
     // file) and holds nothing is not worth reporting.
-    let newest = copies.iter().filter_map(|c| c.sb.as_ref()).max_by_key(|s| s.seq).cloned();
+    let newest = copies
+        .iter()
+        .filter_map(|c| c.sb.as_ref())
+        .max_by_key(|s| s.seq)
+        .cloned();
     let Some(newest) = newest else {
         let mut head = vec![0u8; PROBE_BYTES.min(usize::try_from(len).unwrap_or(usize::MAX))];
         dev.read_at(&mut head, 0)?;
@@ -208,7 +222,10 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Result<SbRead, SbError> {
         if let CopyStatus::Valid { seq } = c.status
             && seq < newest.seq
         {
-            c.status = CopyStatus::Stale { seq, newest: newest.seq };
+            c.status = CopyStatus::Stale {
+                seq,
+                newest: newest.seq,
+            };
         }
     }
     Ok(SbRead { sb: newest, copies })
@@ -227,9 +244,13 @@ pub fn now_ns() -> u64 {
 pub fn write_copy(dev: &dyn BlockDevice, sb: &Superblock, offset: u64) -> Result<(), SbError> {
     let mut copy = sb.clone();
     copy.offset = offset;
-    let mut buf =
-        copy.encode().map_err(|source| SbError::Encode { dev: dev.name().to_string(), source })?;
-    let align = (sb.block_size as usize).max(dev.logical_block_size() as usize).max(512);
+    let mut buf = copy.encode().map_err(|source| SbError::Encode {
+        dev: dev.name().to_string(),
+        source,
+    })?;
+    let align = (sb.block_size as usize)
+        .max(dev.logical_block_size() as usize)
+        .max(512);
     buf.resize(buf.len().next_multiple_of(align), 0);
     dev.write_at(&buf, offset)?;
     Ok(())
