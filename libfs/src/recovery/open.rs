@@ -506,8 +506,10 @@ fn replay_keys(bt: &Btree, rp: Replay) -> Result<u64, OpenError> {
     for ((b, std::cmp::Reverse(level)), keys) in by_level {
         let root_level = bt.root_ptrs()[b.idx()].1;
         if level > 0 {
-            if level >= root_level {
-                continue; // belonged to a taller tree that has since shrunk
+            // Keys are journaled with the level of the node that holds them: the root's own
+            // level applies; levels above it belonged to a taller tree that has shrunk.
+            if level > root_level {
+                continue;
             }
             crate::btree::interior::insert_interior_keys(bt, b, level, &keys)?;
             n += keys.len() as u64;
