@@ -114,7 +114,9 @@ pub(crate) fn read_node_raw(
                 ),
             ));
         }
-        if !cfg.blacklisted(e.info.journal_seq) {
+        if cfg.blacklisted(e.info.journal_seq) {
+            cfg.blacklisted_entries.fetch_add(1, Ordering::Relaxed);
+        } else {
             sets.push(KeySet::from_records(e.keys, e.info.nkeys as usize));
         }
         off += e.disk_bytes;

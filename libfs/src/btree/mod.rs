@@ -63,6 +63,8 @@ pub struct BtreeConfig {
     pub cache_nodes: usize,
     /// Journal sequence numbers to ignore in node entries.
     pub blacklist: Vec<SeqRange>,
+    /// Node entries skipped because their journal seq is blacklisted (shared by clones).
+    pub blacklisted_entries: Arc<AtomicU64>,
 }
 
 impl BtreeConfig {

@@ -132,6 +132,7 @@ pub fn btree_config(sb: &Superblock, cache_nodes: usize) -> BtreeConfig {
         csum: sb.options.metadata_csum,
         cache_nodes,
         blacklist: sb.blacklist.clone(),
+        blacklisted_entries: Arc::default(),
     }
 }
 
