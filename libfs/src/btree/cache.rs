@@ -7,6 +7,7 @@
 //! nodes). A second-chance bit spares recently used nodes for one round.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,10 +15,35 @@ use parking_lot::Mutex;
 
 use super::node::Node;
 
+/// A hasher for u64 keys (node addresses): one multiply-xorshift mix instead of SipHash.
+/// Addresses are not attacker-controlled, so DoS resistance buys nothing here.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A map keyed by node address.
+pub(crate) type AddrMap<V> = HashMap<u64, V, BuildHasherDefault<AddrHasher>>;
+
 /// The node cache.
 #[derive(Debug)]
 pub(crate) struct NodeCache {
-    map: Mutex<HashMap<u64, Arc<Node>>>,
+    map: Mutex<AddrMap<Arc<Node>>>,
     limit: usize,
 }
 
@@ -25,7 +51,7 @@ impl NodeCache {
     /// A cache that tries to keep at most `limit` nodes.
     pub(crate) fn new(limit: usize) -> NodeCache {
         NodeCache {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(AddrMap::default()),
             limit: limit.max(16),
         }
     }

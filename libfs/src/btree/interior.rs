@@ -286,6 +286,8 @@ fn partition(live: &KeySet, pivot: Pos) -> (KeySet, KeySet) {
             r.push_sorted(&k);
         }
     }
+    l.finish();
+    r.finish();
     (l, r)
 }
 

@@ -257,7 +257,39 @@ impl NodeData {
         }
     }
 
-    /// Number of live keys (merging the sets; O(keys)).
+    /// Calls `f` on every live key in `[pos, end]` in order (a k-way merge of the sets),
+    /// until `f` returns false. Returns true if it stopped early or passed `end`.
+    pub(crate) fn for_each_from(&self, pos: Pos, end: Pos, mut f: impl FnMut(KeyRef<'_>) -> bool) -> bool {
+        let mut idx: smallvec::SmallVec<[usize; 4]> = self.sets.iter().map(|s| s.lower_bound(pos)).collect();
+        loop {
+            let mut best: Option<(Pos, usize)> = None;
+            for (si, s) in self.sets.iter().enumerate() {
+                if let Some(e) = s.ent(idx[si])
+                    && best.is_none_or(|(p, _)| e.pos <= p)
+                {
+                    best = Some((e.pos, si));
+                }
+            }
+            let Some((p, si)) = best else { return false };
+            if p > end {
+                return true;
+            }
+            let k = self.sets[si].key(idx[si]);
+            for (sj, s) in self.sets.iter().enumerate() {
+                if s.ent(idx[sj]).is_some_and(|e| e.pos == p) {
+                    idx[sj] += 1;
+                }
+            }
+            if let Some(k) = k
+                && k.typ != KeyType::Deleted
+                && !f(k)
+            {
+                return true;
+            }
+        }
+    }
+
+    /// The live keys merged into one set (O(keys)).
     pub(crate) fn live_set(&self) -> KeySet {
         let refs: Vec<&KeySet> = self.sets.iter().collect();
         KeySet::merge(&refs, true)
@@ -302,16 +334,16 @@ impl NodeData {
             .map_or(0, |s| s.iter().map(KeySet::live_bytes).sum())
     }
 
-    /// Keeps at most two sealed sets: merges the two newest sealed sets when the newer one
-    /// has grown to a quarter of the older (geometric sizes keep merging cheap).
+    /// Keeps one sealed set: merges all sealed sets into one.
     pub(crate) fn compact_sealed(&mut self, ws: &mut WriteState) {
-        while ws.sealed >= 3 || (ws.sealed == 2 && self.sets[1].len() * 4 >= self.sets[0].len()) {
-            let a = ws.sealed - 2;
-            // Whiteouts matter only while an older set exists below them.
-            let merged = KeySet::merge(&[&self.sets[a], &self.sets[a + 1]], a == 0);
-            self.sets.remove(a + 1);
-            self.sets[a] = merged;
-            ws.sealed -= 1;
+        // One sealed set: lookups then search at most three sets (sealed, merged unsealed,
+        // insert set). Merging costs O(keys) once per node write, which is rare.
+        if ws.sealed >= 2 {
+            let refs: Vec<&KeySet> = self.sets[..ws.sealed].iter().collect();
+            // These are the oldest sets: whiteouts have nothing older left to hide.
+            let merged = KeySet::merge(&refs, true);
+            self.sets.splice(..ws.sealed, [merged]);
+            ws.sealed = 1;
         }
     }
 }

@@ -38,7 +38,8 @@ use crate::sync::six::SixLockType;
 pub struct BtreeTrans<'a> {
     bt: &'a Btree,
     updates: BTreeMap<(BtreeId, Pos), Key>,
-    reads: Vec<(Arc<Node>, u32)>,
+    /// Leaves read, by address, with the lock seq they were first read at.
+    reads: super::cache::AddrMap<(Arc<Node>, u32)>,
 }
 
 /// A cursor over one btree, used through [`BtreeTrans::next`], [`BtreeTrans::prev`] and
@@ -92,7 +93,7 @@ impl<'a> BtreeTrans<'a> {
         BtreeTrans {
             bt,
             updates: BTreeMap::new(),
-            reads: Vec::new(),
+            reads: super::cache::AddrMap::default(),
         }
     }
 
@@ -102,16 +103,10 @@ impl<'a> BtreeTrans<'a> {
         self.reads.clear();
     }
 
-    /// Remembers that `leaf` (locked) was read at its current seq.
+    /// Remembers that `leaf` (locked) was read at its current seq. If it was read before at
+    /// another seq, the first one is kept: validation then fails, as it must.
     fn note_read(&mut self, leaf: &Arc<Node>) {
-        let seq = leaf.lock.seq();
-        if !self
-            .reads
-            .iter()
-            .any(|(n, s)| Arc::ptr_eq(n, leaf) && *s == seq)
-        {
-            self.reads.push((leaf.clone(), seq));
-        }
+        self.reads.entry(leaf.addr).or_insert_with(|| (leaf.clone(), leaf.lock.seq()));
     }
 
     /// The store.
@@ -145,7 +140,9 @@ impl<'a> BtreeTrans<'a> {
                 SixLockType::Read
             };
             root.lock.lock(rt);
-            if root.is_dead() || !Arc::ptr_eq(&root, &bt.root(btree)) {
+            // A replaced root is marked dead under its write lock before the new one is
+            // installed, so a live root is the current one.
+            if root.is_dead() {
                 root.lock.unlock(rt);
                 bt.counters.restart(RestartReason::RootChanged);
                 continue 'top;
@@ -444,34 +441,7 @@ impl<'a> BtreeTrans<'a> {
         let mut pos = start;
         loop {
             let leaf = Self::traverse(self.bt, btree, pos, 0, SixLockType::Read)?;
-            let d = leaf.data();
-            let mut p = Some(pos);
-            let mut stop = false;
-            if d.sets.len() == 1 {
-                // Common case after a read: one set, walk it directly.
-                let s = &d.sets[0];
-                let mut i = s.lower_bound(pos);
-                while let Some(k) = s.key(i) {
-                    if k.pos > end {
-                        stop = true;
-                        break;
-                    }
-                    if k.typ != KeyType::Deleted && !f(k) {
-                        stop = true;
-                        break;
-                    }
-                    i += 1;
-                }
-            } else {
-                while let Some(q) = p {
-                    let Some(k) = d.seek_ge(q) else { break };
-                    if k.pos > end || !f(k) {
-                        stop = true;
-                        break;
-                    }
-                    p = k.pos.successor();
-                }
-            }
+            let stop = leaf.data().for_each_from(pos, end, &mut f);
             let next = leaf.max.successor();
             self.note_read(&leaf);
             leaf.lock.unlock_read();
@@ -497,7 +467,7 @@ impl<'a> BtreeTrans<'a> {
             // Read-only: valid if nothing read has changed since.
             let mut relocked = Vec::new();
             let mut valid = true;
-            for (n, seq) in &self.reads {
+            for (n, seq) in self.reads.values() {
                 if n.lock.relock(SixLockType::Read, *seq) {
                     relocked.push(n);
                 } else {
@@ -580,11 +550,7 @@ impl<'a> BtreeTrans<'a> {
         }
         // Leaves both read and written: unchanged since read? (Our intent keeps them so.)
         let is_written = |n: &Arc<Node>| leaves.iter().any(|(l, _)| Arc::ptr_eq(l, n));
-        if self
-            .reads
-            .iter()
-            .any(|(n, seq)| is_written(n) && n.lock.seq() != *seq)
-        {
+        if self.reads.values().any(|(n, seq)| is_written(n) && n.lock.seq() != *seq) {
             unlock_all(&leaves);
             return Err(TransError::Restart(RestartReason::Relock));
         }
@@ -602,7 +568,7 @@ impl<'a> BtreeTrans<'a> {
         // Leaves only read: relock at the seq they were read at, without blocking.
         let mut relocked: Vec<&Arc<Node>> = Vec::new();
         let mut valid = true;
-        for (n, rseq) in &self.reads {
+        for (n, rseq) in self.reads.values() {
             if is_written(n) {
                 continue;
             }
