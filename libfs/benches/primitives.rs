@@ -4,6 +4,10 @@
 //! Each figure is the median of several samples, and the two sides of a ratio are sampled
 //! alternately, so slow drift on a shared machine hits both alike. Results go into
 //! `docs/performance.md` ("Primitives").
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "indices below 2^22 on 64-bit benchmark hosts"
+)]
 
 use parking_lot::RwLock;
 use sixfs::sync::barrier::WriteBarrier;
@@ -91,246 +95,354 @@ fn empty_fn() -> bool {
     black_box(false)
 }
 
+/// Whether the group `name` was selected (`cargo bench --bench primitives -- NAME`).
+fn selected(name: &str) -> bool {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))
+}
+
 fn main() {
     println!("sixfs primitives benchmark: ns per operation, median of {SAMPLES} samples");
     println!("{}", "-".repeat(120));
 
     // ---- SIX vs parking_lot, uncontended ----
-    let six = SixLock::new();
-    let pl = RwLock::new(());
-    let (a, b) = pair(
-        &mut |n| {
-            for _ in 0..n {
-                six.lock_read();
-                six.unlock_read();
-            }
-        },
-        &mut |n| {
-            for _ in 0..n {
-                drop(black_box(pl.read()));
-            }
-        },
-    );
-    report("SIX read lock+unlock (uncontended)", a, "parking_lot RwLock read", b, Some(1.5));
-    let (a, b) = pair(
-        &mut |n| {
-            for _ in 0..n {
-                six.lock_intent();
-                six.unlock_intent();
-            }
-        },
-        &mut |n| {
-            for _ in 0..n {
-                drop(black_box(pl.upgradable_read()));
-            }
-        },
-    );
-    report(
-        "SIX intent lock+unlock (uncontended)",
-        a,
-        "parking_lot upgradable_read",
-        b,
-        Some(1.5),
-    );
-    let (a, b) = pair(
-        &mut |n| {
-            for _ in 0..n {
-                six.lock_intent();
-                six.lock_write();
-                six.unlock_write();
-                six.unlock_intent();
-            }
-        },
-        &mut |n| {
-            for _ in 0..n {
-                drop(black_box(pl.write()));
-            }
-        },
-    );
-    report("SIX intent+write lock+unlock (uncontended)", a, "parking_lot RwLock write", b, None);
-
-    // ---- mixed, two threads ----
-    let six = SixLock::new();
-    let pl = RwLock::new(());
-    let data = AtomicU64::new(0);
-    let mix = |i: usize, k: u64| -> u8 {
-        // 80% read, 15% intent, 5% intent+write; threads differ in phase.
-        match (k.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64) >> 56) % 20 {
-            0 => 2,
-            1..=3 => 1,
-            _ => 0,
-        }
-    };
-    let six_mixed = two_threads(&|i, n| {
-        for k in 0..n {
-            match mix(i, k) {
-                0 => {
+    if selected("six") {
+        let six = SixLock::new();
+        let pl = RwLock::new(());
+        let (a, b) = pair(
+            &mut |n| {
+                for _ in 0..n {
                     six.lock_read();
-                    black_box(data.load(Ordering::Relaxed));
                     six.unlock_read();
                 }
-                1 => {
+            },
+            &mut |n| {
+                for _ in 0..n {
+                    drop(black_box(pl.read()));
+                }
+            },
+        );
+        report(
+            "SIX read lock+unlock (uncontended)",
+            a,
+            "parking_lot RwLock read",
+            b,
+            Some(1.5),
+        );
+        let (a, b) = pair(
+            &mut |n| {
+                for _ in 0..n {
                     six.lock_intent();
-                    black_box(data.load(Ordering::Relaxed));
                     six.unlock_intent();
                 }
-                _ => {
+            },
+            &mut |n| {
+                for _ in 0..n {
+                    drop(black_box(pl.upgradable_read()));
+                }
+            },
+        );
+        report(
+            "SIX intent lock+unlock (uncontended)",
+            a,
+            "parking_lot upgradable_read",
+            b,
+            Some(1.5),
+        );
+        let (a, b) = pair(
+            &mut |n| {
+                for _ in 0..n {
                     six.lock_intent();
                     six.lock_write();
-                    data.fetch_add(1, Ordering::Relaxed);
                     six.unlock_write();
                     six.unlock_intent();
                 }
+            },
+            &mut |n| {
+                for _ in 0..n {
+                    drop(black_box(pl.write()));
+                }
+            },
+        );
+        report(
+            "SIX intent+write lock+unlock (uncontended)",
+            a,
+            "parking_lot RwLock write",
+            b,
+            None,
+        );
+    }
+
+    // ---- mixed, two threads ----
+    if selected("six-mixed") {
+        let six = SixLock::new();
+        let pl = RwLock::new(());
+        let data = AtomicU64::new(0);
+        let mix = |i: usize, k: u64| -> u8 {
+            // 80% read, 15% intent, 5% intent+write; threads differ in phase.
+            match (k.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64) >> 56) % 20 {
+                0 => 2,
+                1..=3 => 1,
+                _ => 0,
             }
-        }
-    });
-    let pl_mixed = two_threads(&|i, n| {
-        for k in 0..n {
-            match mix(i, k) {
-                0 => {
-                    let g = pl.read();
-                    black_box(data.load(Ordering::Relaxed));
-                    drop(g);
-                }
-                1 => {
-                    let g = pl.upgradable_read();
-                    black_box(data.load(Ordering::Relaxed));
-                    drop(g);
-                }
-                _ => {
-                    let g = parking_lot::RwLockUpgradableReadGuard::upgrade(pl.upgradable_read());
-                    data.fetch_add(1, Ordering::Relaxed);
-                    drop(g);
+        };
+        let six_mixed = two_threads(&|i, n| {
+            for k in 0..n {
+                match mix(i, k) {
+                    0 => {
+                        six.lock_read();
+                        black_box(data.load(Ordering::Relaxed));
+                        six.unlock_read();
+                    }
+                    1 => {
+                        six.lock_intent();
+                        black_box(data.load(Ordering::Relaxed));
+                        six.unlock_intent();
+                    }
+                    _ => {
+                        six.lock_intent();
+                        six.lock_write();
+                        data.fetch_add(1, Ordering::Relaxed);
+                        six.unlock_write();
+                        six.unlock_intent();
+                    }
                 }
             }
-        }
-    });
-    report(
-        "SIX mixed 80/15/5 read/intent/write, 2 threads",
-        six_mixed,
-        "parking_lot read/upgradable/upgr.",
-        pl_mixed,
-        None,
-    );
+        });
+        let pl_mixed = two_threads(&|i, n| {
+            for k in 0..n {
+                match mix(i, k) {
+                    0 => {
+                        let g = pl.read();
+                        black_box(data.load(Ordering::Relaxed));
+                        drop(g);
+                    }
+                    1 => {
+                        let g = pl.upgradable_read();
+                        black_box(data.load(Ordering::Relaxed));
+                        drop(g);
+                    }
+                    _ => {
+                        let g =
+                            parking_lot::RwLockUpgradableReadGuard::upgrade(pl.upgradable_read());
+                        data.fetch_add(1, Ordering::Relaxed);
+                        drop(g);
+                    }
+                }
+            }
+        });
+        report(
+            "SIX mixed 80/15/5 read/intent/write, 2 threads",
+            six_mixed,
+            "parking_lot read/upgradable/upgr.",
+            pl_mixed,
+            None,
+        );
+    }
 
     // ---- genradix vs Vec ----
-    const N: usize = 1 << 16;
-    let radix: GenRadix<u64> = GenRadix::new();
-    let vec: Vec<u64> = (0..N as u64).collect();
-    for i in 0..N as u64 {
-        let _ = radix.get_or_alloc(i);
+    if selected("genradix") {
+        const N: usize = 1 << 16;
+        let radix: GenRadix<u64> = GenRadix::new();
+        let vec: Vec<u64> = (0..N as u64).collect();
+        for i in 0..N as u64 {
+            let _ = radix.get_or_alloc(i);
+        }
+        let mut x = 0x1234_5678u64;
+        let idx: Vec<u64> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % N as u64
+            })
+            .collect();
+        let (a, b) = pair(
+            &mut |n| {
+                let mut s = 0u64;
+                for k in 0..n {
+                    let i = idx[(k & 4095) as usize];
+                    s = s.wrapping_add(*black_box(&radix).get(i).unwrap_or(&0));
+                }
+                black_box(s);
+            },
+            &mut |n| {
+                let mut s = 0u64;
+                for k in 0..n {
+                    let i = idx[(k & 4095) as usize] as usize;
+                    s = s.wrapping_add(black_box(&vec)[i]);
+                }
+                black_box(s);
+            },
+        );
+        report(
+            "genradix get, random in 64Ki u64",
+            a,
+            "Vec index",
+            b,
+            Some(3.0),
+        );
+        let (a, b) = pair(
+            &mut |n| {
+                let mut s = 0u64;
+                for k in 0..n {
+                    s = s.wrapping_add(*black_box(&radix).get(k & (N as u64 - 1)).unwrap_or(&0));
+                }
+                black_box(s);
+            },
+            &mut |n| {
+                let mut s = 0u64;
+                for k in 0..n {
+                    s = s.wrapping_add(black_box(&vec)[(k & (N as u64 - 1)) as usize]);
+                }
+                black_box(s);
+            },
+        );
+        report(
+            "genradix get, sequential in 64Ki u64",
+            a,
+            "Vec index",
+            b,
+            Some(3.0),
+        );
+        // A big array (32 MiB, leaves in tree 2): dominated by cache misses on both sides.
+        const BIG: usize = 1 << 22;
+        let big_radix: GenRadix<u64> = GenRadix::new();
+        let big_vec: Vec<u64> = vec![1; BIG];
+        for i in 0..BIG as u64 {
+            let _ = big_radix.get_or_alloc(i);
+        }
+        let big_idx: Vec<u64> = idx
+            .iter()
+            .map(|&i| i.wrapping_mul(0x9e37_79b9) % BIG as u64)
+            .collect();
+        let (a, b) = pair(
+            &mut |n| {
+                let mut s = 0u64;
+                for k in 0..n {
+                    let i = big_idx[(k & 4095) as usize] ^ (k >> 12);
+                    s = s.wrapping_add(*black_box(&big_radix).get(i % BIG as u64).unwrap_or(&0));
+                }
+                black_box(s);
+            },
+            &mut |n| {
+                let mut s = 0u64;
+                for k in 0..n {
+                    let i = big_idx[(k & 4095) as usize] ^ (k >> 12);
+                    s = s.wrapping_add(black_box(&big_vec)[(i % BIG as u64) as usize]);
+                }
+                black_box(s);
+            },
+        );
+        report(
+            "genradix get, random in 4Mi u64 (32 MiB)",
+            a,
+            "Vec index",
+            b,
+            Some(3.0),
+        );
     }
-    let mut x = 0x1234_5678u64;
-    let idx: Vec<u64> = (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % N as u64
-        })
-        .collect();
-    let (a, b) = pair(
-        &mut |n| {
-            let mut s = 0u64;
-            for k in 0..n {
-                let i = idx[(k & 4095) as usize];
-                s = s.wrapping_add(*black_box(&radix).get(i).unwrap_or(&0));
-            }
-            black_box(s);
-        },
-        &mut |n| {
-            let mut s = 0u64;
-            for k in 0..n {
-                let i = idx[(k & 4095) as usize] as usize;
-                s = s.wrapping_add(black_box(&vec)[i]);
-            }
-            black_box(s);
-        },
-    );
-    report("genradix get, random in 64Ki u64", a, "Vec index", b, Some(3.0));
-    let (a, b) = pair(
-        &mut |n| {
-            let mut s = 0u64;
-            for k in 0..n {
-                s = s.wrapping_add(*black_box(&radix).get(k & (N as u64 - 1)).unwrap_or(&0));
-            }
-            black_box(s);
-        },
-        &mut |n| {
-            let mut s = 0u64;
-            for k in 0..n {
-                s = s.wrapping_add(black_box(&vec)[(k & (N as u64 - 1)) as usize]);
-            }
-            black_box(s);
-        },
-    );
-    report("genradix get, sequential in 64Ki u64", a, "Vec index", b, Some(3.0));
 
     // ---- disabled fault site vs an empty function ----
-    let _ = sixfs::fault!("bench:off"); // register it (off)
-    let (a, b) = pair(
-        &mut |n| {
-            let mut c = 0u64;
-            for _ in 0..n {
-                c += u64::from(sixfs::fault!("bench:off").is_some());
-            }
-            black_box(c);
-        },
-        &mut |n| {
-            let mut c = 0u64;
-            for _ in 0..n {
-                c += u64::from(empty_fn());
-            }
-            black_box(c);
-        },
-    );
-    report("disabled fault site", a, "call of an empty fn", b, Some(1.2));
+    if selected("fault") {
+        let _ = sixfs::fault!("bench:off"); // register it (off)
+        let (a, b) = pair(
+            &mut |n| {
+                let mut c = 0u64;
+                for _ in 0..n {
+                    c += u64::from(sixfs::fault!("bench:off").is_some());
+                }
+                black_box(c);
+            },
+            &mut |n| {
+                let mut c = 0u64;
+                for _ in 0..n {
+                    c += u64::from(empty_fn());
+                }
+                black_box(c);
+            },
+        );
+        report(
+            "disabled fault site",
+            a,
+            "call of an empty fn",
+            b,
+            Some(1.2),
+        );
+    }
 
     // ---- sharded counters vs one atomic, two threads ----
-    let sc = ShardedCounter::new();
-    let one = AtomicU64::new(0);
-    let ours = two_threads(&|_, n| {
-        for _ in 0..n {
-            sc.add(1);
-        }
-    });
-    let peer = two_threads(&|_, n| {
-        for _ in 0..n {
-            one.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-    assert_eq!(sc.sum() as u64, one.load(Ordering::Relaxed));
-    report("ShardedCounter add, 2 threads", ours, "one AtomicU64 fetch_add", peer, Some(1.0));
-
-    let av = AvailableCounter::new(u64::MAX / 4);
-    let ours = two_threads(&|_, n| {
-        for _ in 0..n {
-            if av.try_take(8) {
-                av.put(8);
+    if selected("counters") {
+        let sc = ShardedCounter::new();
+        let one = AtomicU64::new(0);
+        let ours = two_threads(&|_, n| {
+            for _ in 0..n {
+                sc.add(1);
             }
-        }
-    });
-    let peer = two_threads(&|_, n| {
-        for _ in 0..n {
-            one.fetch_sub(8, Ordering::Relaxed);
-            one.fetch_add(8, Ordering::Relaxed);
-        }
-    });
-    report("AvailableCounter take+put, 2 threads", ours, "one AtomicU64 sub+add", peer, None);
+        });
+        let peer = two_threads(&|_, n| {
+            for _ in 0..n {
+                one.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        assert_eq!(sc.sum() as u64, one.load(Ordering::Relaxed));
+        report(
+            "ShardedCounter add, 2 threads",
+            ours,
+            "one AtomicU64 fetch_add",
+            peer,
+            Some(1.0),
+        );
+
+        let av = AvailableCounter::new(u64::MAX / 4);
+        let ours = two_threads(&|_, n| {
+            for _ in 0..n {
+                if av.try_take(8) {
+                    av.put(8);
+                }
+            }
+        });
+        let peer = two_threads(&|_, n| {
+            for _ in 0..n {
+                one.fetch_sub(8, Ordering::Relaxed);
+                one.fetch_add(8, Ordering::Relaxed);
+            }
+        });
+        report(
+            "AvailableCounter take+put, 2 threads",
+            ours,
+            "one AtomicU64 sub+add",
+            peer,
+            None,
+        );
+    }
 
     // ---- write barrier vs one atomic, two threads ----
-    let wb = WriteBarrier::new();
-    let ours = two_threads(&|_, n| {
-        for _ in 0..n {
-            drop(black_box(wb.enter()));
-        }
-    });
-    let peer = two_threads(&|_, n| {
-        for _ in 0..n {
-            one.fetch_add(1, Ordering::Acquire);
-            one.fetch_sub(1, Ordering::Release);
-        }
-    });
-    report("WriteBarrier enter+drop, 2 threads", ours, "one AtomicU64 inc+dec", peer, None);
+    if selected("barrier") {
+        let wb = WriteBarrier::new();
+        let one = AtomicU64::new(0);
+        let ours = two_threads(&|_, n| {
+            for _ in 0..n {
+                drop(black_box(wb.enter()));
+            }
+        });
+        let peer = two_threads(&|_, n| {
+            for _ in 0..n {
+                one.fetch_add(1, Ordering::Acquire);
+                one.fetch_sub(1, Ordering::Release);
+            }
+        });
+        report(
+            "WriteBarrier enter+drop, 2 threads",
+            ours,
+            "one AtomicU64 inc+dec",
+            peer,
+            None,
+        );
+    }
+
     println!("{}", "-".repeat(120));
 }

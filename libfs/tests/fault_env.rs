@@ -5,7 +5,12 @@
 fn env_var_arms_sites() {
     // SAFETY: this binary has one test and sets the variable before starting any thread or
     // touching the registry; nothing reads the environment concurrently.
-    unsafe { std::env::set_var("SIXFS_FAULTS", "fenv:* times=2 error=ENOSPC; fenv:other off") };
+    unsafe {
+        std::env::set_var(
+            "SIXFS_FAULTS",
+            "fenv:* times=2 error=ENOSPC; fenv:other off",
+        )
+    };
     let hit = || sixfs::fault!("fenv:write").map(|e| e.errno);
     assert_eq!(hit(), Some(libc::ENOSPC));
     assert_eq!(hit(), Some(libc::ENOSPC));

@@ -86,11 +86,21 @@ fn random_is_seeded_and_about_one_in_n() {
     assert_eq!(a, b, "same seed, same pattern");
     assert_ne!(a, c, "another seed, another pattern");
     let fires = a.iter().filter(|&&f| f).count();
-    assert!((800..=1200).contains(&fires), "random=10 fired {fires} of 10000");
+    assert!(
+        (800..=1200).contains(&fires),
+        "random=10 fired {fires} of 10000"
+    );
     let last = c.iter().filter(|&&f| f).count() as u64;
-    assert_eq!(fault::site("ftest_random:r").unwrap().fires, last, "counts since the last configure");
+    assert_eq!(
+        fault::site("ftest_random:r").unwrap().fires,
+        last,
+        "counts since the last configure"
+    );
     fault::configure("ftest_random:r random=1").unwrap();
-    assert!((0..100).all(|_| site_r().is_some()), "random=1 fires always");
+    assert!(
+        (0..100).all(|_| site_r().is_some()),
+        "random=1 fires always"
+    );
     fault::configure("ftest_random:r off").unwrap();
     assert!(site_r().is_none());
 }
@@ -105,10 +115,16 @@ fn delay_and_yield_return_none_and_count() {
     let t = Instant::now();
     assert!(site_d().is_none());
     assert!(site_d().is_none());
-    assert!(t.elapsed() >= Duration::from_millis(60), "the delay did not happen");
+    assert!(
+        t.elapsed() >= Duration::from_millis(60),
+        "the delay did not happen"
+    );
     let t = Instant::now();
     assert!(site_d().is_none());
-    assert!(t.elapsed() < Duration::from_millis(30), "delayed after times=2 was spent");
+    assert!(
+        t.elapsed() < Duration::from_millis(30),
+        "delayed after times=2 was spent"
+    );
     assert_eq!(fault::site("ftest_delay:d").unwrap().fires, 2);
     fault::configure("ftest_delay:d yield").unwrap();
     assert!(!sixfs::race_fault!("ftest_delay:race"));
@@ -172,14 +188,26 @@ fn list_and_control_text() {
     fault::configure("ftest_list:site after=1 error=EROFS").unwrap();
     assert!(listed().is_none());
     assert_eq!(listed().map(|e| e.errno), Some(libc::EROFS));
-    let info = fault::list().into_iter().find(|s| s.name == "ftest_list:site").unwrap();
+    let info = fault::list()
+        .into_iter()
+        .find(|s| s.name == "ftest_list:site")
+        .unwrap();
     assert!(info.file.ends_with("fault_modes.rs"));
     assert_eq!(info.module, "fault_modes");
     assert!(info.line > 0);
     assert_eq!((info.hits, info.fires), (2, 1));
-    assert_eq!(info.mode, Some(FaultMode { trigger: Trigger::After(1), action: Action::Error(libc::EROFS) }));
+    assert_eq!(
+        info.mode,
+        Some(FaultMode {
+            trigger: Trigger::After(1),
+            action: Action::Error(libc::EROFS)
+        })
+    );
     let text = fault::control_text();
-    let line = text.lines().find(|l| l.starts_with("ftest_list:site ")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ftest_list:site "))
+        .unwrap();
     assert!(line.contains("hits=2 fires=1"), "{line}");
     // The listing is itself valid control text that restores the mode (and resets counts).
     fault::configure(line).unwrap();
@@ -187,5 +215,9 @@ fn list_and_control_text() {
     assert_eq!(again.mode, info.mode);
     assert_eq!((again.hits, again.fires), (0, 0));
     assert!(fault::configure("ftest_list:site on; ftest_list:site nonsense").is_err());
-    assert_eq!(fault::site("ftest_list:site").unwrap().mode, info.mode, "a bad spec applies nothing");
+    assert_eq!(
+        fault::site("ftest_list:site").unwrap().mode,
+        info.mode,
+        "a bad spec applies nothing"
+    );
 }

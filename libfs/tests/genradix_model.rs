@@ -140,7 +140,11 @@ fn concurrent_get_or_alloc_is_exact() {
                 // Overlapping index sets, sparse and dense, so threads race to allocate the
                 // same leaves and interior nodes.
                 for k in 0..per_thread {
-                    let i = if k % 2 == 0 { k * 37 } else { (k << 20) ^ (t as u64 & 1) };
+                    let i = if k % 2 == 0 {
+                        k * 37
+                    } else {
+                        (k << 20) ^ (t as u64 & 1)
+                    };
                     r.get_or_alloc(i).fetch_add(1, Relaxed);
                 }
             })
@@ -150,6 +154,10 @@ fn concurrent_get_or_alloc_is_exact() {
         h.join().unwrap();
     }
     let total: u64 = r.iter().map(|(_, e)| e.load(Relaxed)).sum();
-    assert_eq!(total, threads as u64 * per_thread, "an increment went to a lost duplicate node");
+    assert_eq!(
+        total,
+        threads as u64 * per_thread,
+        "an increment went to a lost duplicate node"
+    );
     assert_eq!(r.get(37 * 2).unwrap().load(Relaxed), threads as u64);
 }

@@ -24,10 +24,11 @@ fn with_watchdog(secs: u64, f: impl FnOnce() + Send + 'static) {
         let _ = tx.send(());
     });
     match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => h.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            // The body panicked: report its panic.
-            h.join().unwrap();
+        // Done, or the body panicked (the sender was dropped): report its panic.
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
         }
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: hung for {secs}s"),
     }
@@ -145,7 +146,11 @@ fn six_readers_never_overlap_writers() {
         for n in nodes.iter() {
             assert_eq!(n.lock.readers(), 0);
             assert!(!n.lock.is_intent_locked());
-            assert_eq!(u64::from(n.lock.seq()), 2 * n.version.load(SeqCst), "seq = 2 × writes");
+            assert_eq!(
+                u64::from(n.lock.seq()),
+                2 * n.version.load(SeqCst),
+                "seq = 2 × writes"
+            );
         }
         assert!(writes.load(SeqCst) > 100, "too few writes to mean anything");
         assert!(relocks > 0);
@@ -214,7 +219,11 @@ fn two_state_never_both_and_cross_thread_release() {
                     let mut rng = SmallRng::seed_from_u64(100 + t as u64);
                     let mut handed = 0u64;
                     while Instant::now() < end {
-                        let s = if rng.gen_bool(0.7) { TwoState::Add } else { TwoState::Block };
+                        let s = if rng.gen_bool(0.7) {
+                            TwoState::Add
+                        } else {
+                            TwoState::Block
+                        };
                         if rng.gen_bool(0.2) {
                             if !l.try_lock(s) {
                                 continue;
@@ -266,8 +275,16 @@ fn two_state_lock_two_abba_does_not_deadlock() {
                         // Opposite argument orders and mixed states: a fixed-order-only
                         // helper, or one that waits while holding, deadlocks here.
                         let (x, y) = if t % 2 == 0 { (&*a, &*b) } else { (&*b, &*a) };
-                        let sx = if rng.gen_bool(0.5) { TwoState::Add } else { TwoState::Block };
-                        let sy = if rng.gen_bool(0.5) { TwoState::Add } else { TwoState::Block };
+                        let sx = if rng.gen_bool(0.5) {
+                            TwoState::Add
+                        } else {
+                            TwoState::Block
+                        };
+                        let sy = if rng.gen_bool(0.5) {
+                            TwoState::Add
+                        } else {
+                            TwoState::Block
+                        };
                         lock_two(x, sx, y, sy).unwrap();
                         assert_eq!(x.holders().map(|h| h.0), Some(sx));
                         assert_eq!(y.holders().map(|h| h.0), Some(sy));
@@ -304,13 +321,14 @@ fn barrier_freeze_sees_no_outstanding_write() {
         };
         let writers: Vec<_> = (0..3)
             .map(|_| {
-                let (b, in_flight, stop, tx) = (b.clone(), in_flight.clone(), stop.clone(), tx.clone());
+                let (b, in_flight, stop, tx) =
+                    (b.clone(), in_flight.clone(), stop.clone(), tx.clone());
                 std::thread::spawn(move || {
                     let mut n = 0u64;
                     while !stop.load(SeqCst) {
                         let t = b.enter_owned();
                         in_flight.fetch_add(1, SeqCst);
-                        if n % 2 == 0 {
+                        if n.is_multiple_of(2) {
                             tx.send(t).unwrap();
                         } else {
                             in_flight.fetch_sub(1, SeqCst);
@@ -325,7 +343,11 @@ fn barrier_freeze_sees_no_outstanding_write() {
         drop(tx);
         for _ in 0..50 {
             b.freeze();
-            assert_eq!(in_flight.load(SeqCst), 0, "freeze returned with a write in flight");
+            assert_eq!(
+                in_flight.load(SeqCst),
+                0,
+                "freeze returned with a write in flight"
+            );
             assert_eq!(b.active(), 0);
             assert!(b.try_enter().is_none());
             b.thaw();
@@ -375,10 +397,17 @@ fn counters_sum_exactly() {
         let res: Vec<_> = ts.into_iter().map(|t| t.join().unwrap()).collect();
         assert_eq!(sc.sum(), res.iter().map(|r| r.0).sum::<i64>());
         let held: u64 = res.iter().map(|r| r.1).sum();
-        assert_eq!(av.available(), (INITIAL - held) as i64, "units lost or invented");
+        assert_eq!(
+            av.available(),
+            (INITIAL - held) as i64,
+            "units lost or invented"
+        );
         // Takes outnumber puts, so the pool ran dry and the slow path (drain all caches,
         // recompute) ran under contention.
-        assert!(res.iter().map(|r| r.2).sum::<u64>() > 0, "the pool never ran dry");
+        assert!(
+            res.iter().map(|r| r.2).sum::<u64>() > 0,
+            "the pool never ran dry"
+        );
         assert_eq!(av.overdrawn(), 0);
     });
 }

@@ -77,7 +77,10 @@ impl WriteBarrier {
         let shard = self.my_shard();
         loop {
             if self.try_enter_shard(shard) {
-                return Token { barrier: self, shard };
+                return Token {
+                    barrier: self,
+                    shard,
+                };
             }
             let mut g = lock(&self.freezes);
             while self.shards[shard].load(Ordering::Relaxed) & FROZEN != 0 {
@@ -89,7 +92,10 @@ impl WriteBarrier {
     /// Enters unless the barrier is frozen.
     pub fn try_enter(&self) -> Option<Token<'_>> {
         let shard = self.my_shard();
-        self.try_enter_shard(shard).then(|| Token { barrier: self, shard })
+        self.try_enter_shard(shard).then(|| Token {
+            barrier: self,
+            shard,
+        })
     }
 
     /// [`enter`](Self::enter) for a barrier in an `Arc`, returning a token that owns a clone.
@@ -97,7 +103,10 @@ impl WriteBarrier {
         let t = self.enter();
         let shard = t.shard;
         std::mem::forget(t);
-        OwnedToken { barrier: Arc::clone(self), shard }
+        OwnedToken {
+            barrier: Arc::clone(self),
+            shard,
+        }
     }
 
     /// [`try_enter`](Self::try_enter) returning an owning token.
@@ -105,12 +114,18 @@ impl WriteBarrier {
         let t = self.try_enter()?;
         let shard = t.shard;
         std::mem::forget(t);
-        Some(OwnedToken { barrier: Arc::clone(self), shard })
+        Some(OwnedToken {
+            barrier: Arc::clone(self),
+            shard,
+        })
     }
 
     fn try_enter_shard(&self, shard: usize) -> bool {
         let old = self.shards[shard].fetch_add(1, Ordering::Acquire);
-        debug_assert!(old & COUNT_MASK != COUNT_MASK, "write barrier count overflow");
+        debug_assert!(
+            old & COUNT_MASK != COUNT_MASK,
+            "write barrier count overflow"
+        );
         if old & FROZEN == 0 {
             return true;
         }
@@ -136,7 +151,11 @@ impl WriteBarrier {
                 s.fetch_or(FROZEN, Ordering::AcqRel);
             }
         }
-        while !self.shards.iter().all(|s| s.load(Ordering::Acquire) & COUNT_MASK == 0) {
+        while !self
+            .shards
+            .iter()
+            .all(|s| s.load(Ordering::Acquire) & COUNT_MASK == 0)
+        {
             g = super::wait(&self.drained, g);
         }
     }
@@ -165,7 +184,10 @@ impl WriteBarrier {
 
     /// The number of tokens outstanding (racy; for display and tests).
     pub fn active(&self) -> u64 {
-        self.shards.iter().map(|s| s.load(Ordering::Relaxed) & COUNT_MASK).sum()
+        self.shards
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed) & COUNT_MASK)
+            .sum()
     }
 }
 
@@ -218,7 +240,10 @@ mod tests {
         assert_eq!(b.active(), 0, "a refused try_enter backs out");
         b.freeze();
         b.thaw();
-        assert!(b.try_enter().is_none(), "still frozen until every freeze is thawed");
+        assert!(
+            b.try_enter().is_none(),
+            "still frozen until every freeze is thawed"
+        );
         b.thaw();
         assert!(!b.is_frozen());
         assert!(b.try_enter().is_some());
@@ -240,7 +265,10 @@ mod tests {
             });
             tx.send(t).unwrap();
             b.freeze();
-            assert!(done.load(std::sync::atomic::Ordering::SeqCst), "freeze returned early");
+            assert!(
+                done.load(std::sync::atomic::Ordering::SeqCst),
+                "freeze returned early"
+            );
             assert_eq!(b.active(), 0);
         });
         b.thaw();
@@ -254,7 +282,10 @@ mod tests {
         std::thread::scope(|s| {
             let h = s.spawn(|| {
                 let _t = b.enter();
-                assert!(thawed.load(std::sync::atomic::Ordering::SeqCst), "entered while frozen");
+                assert!(
+                    thawed.load(std::sync::atomic::Ordering::SeqCst),
+                    "entered while frozen"
+                );
             });
             std::thread::sleep(Duration::from_millis(20));
             thawed.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -267,7 +298,10 @@ mod tests {
 
 /// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
 #[cfg(all(test, loom))]
-#[allow(unsafe_code, reason = "loom's UnsafeCell checks that the barrier orders data accesses")]
+#[allow(
+    unsafe_code,
+    reason = "loom's UnsafeCell checks that the barrier orders data accesses"
+)]
 mod loom_tests {
     use super::*;
     use crate::sync::loom_model;
@@ -287,7 +321,10 @@ mod loom_tests {
     #[test]
     fn freeze_waits_for_token_released_on_another_thread() {
         loom_model(|| {
-            let fs = Arc::new(Fs { barrier: Arc::new(WriteBarrier::with_shards(2)), data: UnsafeCell::new(0) });
+            let fs = Arc::new(Fs {
+                barrier: Arc::new(WriteBarrier::with_shards(2)),
+                data: UnsafeCell::new(0),
+            });
             let tok = fs.barrier.enter_owned();
             let fs2 = fs.clone();
             // The "completion" thread: finishes the write and drops the token there.
@@ -308,7 +345,10 @@ mod loom_tests {
     #[test]
     fn enter_races_freeze() {
         loom_model(|| {
-            let fs = Arc::new(Fs { barrier: Arc::new(WriteBarrier::with_shards(2)), data: UnsafeCell::new(0) });
+            let fs = Arc::new(Fs {
+                barrier: Arc::new(WriteBarrier::with_shards(2)),
+                data: UnsafeCell::new(0),
+            });
             let fs2 = fs.clone();
             let t = thread::spawn(move || {
                 if let Some(_tok) = fs2.barrier.try_enter() {
@@ -329,7 +369,10 @@ mod loom_tests {
     #[test]
     fn blocked_enter_woken_by_thaw() {
         loom_model(|| {
-            let fs = Arc::new(Fs { barrier: Arc::new(WriteBarrier::with_shards(2)), data: UnsafeCell::new(0) });
+            let fs = Arc::new(Fs {
+                barrier: Arc::new(WriteBarrier::with_shards(2)),
+                data: UnsafeCell::new(0),
+            });
             fs.barrier.freeze();
             let fs2 = fs.clone();
             let t = thread::spawn(move || {

@@ -50,7 +50,9 @@ impl ShardedCounter {
     /// A zero counter with `n` shards (rounded up to a power of two, at least 1).
     pub fn with_shards(n: usize) -> Self {
         let n = n.max(1).next_power_of_two();
-        ShardedCounter { shards: (0..n).map(|_| CachePadded(AtomicI64::new(0))).collect() }
+        ShardedCounter {
+            shards: (0..n).map(|_| CachePadded(AtomicI64::new(0))).collect(),
+        }
     }
 
     fn mine(&self) -> &AtomicI64 {
@@ -75,7 +77,10 @@ impl ShardedCounter {
 
     /// Sets every shard to zero and returns the sum it had.
     pub fn take_all(&self) -> i64 {
-        self.shards.iter().map(|s| s.swap(0, Ordering::AcqRel)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.swap(0, Ordering::AcqRel))
+            .sum()
     }
 }
 
@@ -116,7 +121,10 @@ impl AvailableCounter {
         let n = slots.max(1).next_power_of_two();
         AvailableCounter {
             caches: (0..n).map(|_| CachePadded(AtomicU64::new(0))).collect(),
-            pool: Mutex::new(Pool { global: to_i64(initial), overdrawn: 0 }),
+            pool: Mutex::new(Pool {
+                global: to_i64(initial),
+                overdrawn: 0,
+            }),
             in_debt: AtomicBool::new(false),
             batch,
         }
@@ -236,7 +244,11 @@ impl AvailableCounter {
     /// The pool plus every cache, read without draining (racy).
     pub fn available_approx(&self) -> i64 {
         let g = lock(&self.pool).global;
-        g + self.caches.iter().map(|c| to_i64(c.load(Ordering::Relaxed))).sum::<i64>()
+        g + self
+            .caches
+            .iter()
+            .map(|c| to_i64(c.load(Ordering::Relaxed)))
+            .sum::<i64>()
     }
 
     /// Total units granted by `take_nofail` beyond what was available.
@@ -276,7 +288,10 @@ mod tests {
         a.put(3);
         assert_eq!(a.available(), 9_988);
         assert!(!a.try_take(9_989));
-        assert!(a.try_take(9_988), "the last unit can be taken once caches are drained");
+        assert!(
+            a.try_take(9_988),
+            "the last unit can be taken once caches are drained"
+        );
         assert_eq!(a.available(), 0);
         assert!(!a.try_take(1));
     }
@@ -299,7 +314,11 @@ mod tests {
         let a = AvailableCounter::with_config(0, 10, 1);
         a.put(100);
         assert_eq!(a.available_approx(), 100);
-        assert_eq!(lock(&a.pool).global, 100, "a cache above 4×batch was flushed to the pool");
+        assert_eq!(
+            lock(&a.pool).global,
+            100,
+            "a cache above 4×batch was flushed to the pool"
+        );
     }
 }
 

@@ -64,7 +64,10 @@ mod imp {
     pub(crate) use shuttle::thread_local;
 }
 
-#[allow(unused_imports, reason = "the facade offers more than the primitives use today")]
+#[allow(
+    unused_imports,
+    reason = "the facade offers more than the primitives use today"
+)]
 pub(crate) use imp::*;
 
 /// Locks a facade mutex, ignoring poisoning.

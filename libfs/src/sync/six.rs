@@ -49,8 +49,8 @@
 //! A hold handed to another thread must be [`held::disown`]ed first. The record is separate
 //! from the lock itself and costs nothing in release builds.
 
-use super::{Condvar, Mutex, Ordering, lock, wait};
 use super::{AtomicU32, AtomicU64};
+use super::{Condvar, Mutex, Ordering, lock, wait};
 
 /// The three ways to hold a [`SixLock`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -395,8 +395,14 @@ impl SixLock {
             if seq_of(s) != seq || s & blocked_by != 0 {
                 return false;
             }
-            let new = if t == SixLockType::Intent { s | INTENT } else { s + add };
-            match self.state.compare_exchange_weak(s, new, Ordering::Acquire, Ordering::Relaxed)
+            let new = if t == SixLockType::Intent {
+                s | INTENT
+            } else {
+                s + add
+            };
+            match self
+                .state
+                .compare_exchange_weak(s, new, Ordering::Acquire, Ordering::Relaxed)
             {
                 Ok(_) => {
                     held::note(self, t);
@@ -609,7 +615,13 @@ pub mod held {
         #[track_caller]
         pub(super) fn note(l: &SixLock, ty: SixLockType) {
             let at = std::panic::Location::caller();
-            HELD.with(|h| h.borrow_mut().push(HeldLock { lock: addr(l), ty, at }));
+            HELD.with(|h| {
+                h.borrow_mut().push(HeldLock {
+                    lock: addr(l),
+                    ty,
+                    at,
+                })
+            });
         }
 
         pub(super) fn forget(l: &SixLock, ty: SixLockType) {
@@ -633,7 +645,13 @@ pub mod held {
 
         fn find(l: &SixLock, ty: SixLockType) -> Option<HeldLock> {
             let a = addr(l);
-            HELD.with(|h| h.borrow().iter().rev().find(|e| e.lock == a && e.ty == ty).copied())
+            HELD.with(|h| {
+                h.borrow()
+                    .iter()
+                    .rev()
+                    .find(|e| e.lock == a && e.ty == ty)
+                    .copied()
+            })
         }
 
         #[track_caller]
@@ -647,9 +665,7 @@ pub mod held {
                 // The intent holder may be waiting for our read hold to go before writing.
                 SixLockType::Intent => find(l, SixLockType::Read)
                     .map(|h| (h, "drop the read hold or use try_upgrade"))
-                    .or_else(|| {
-                        find(l, SixLockType::Intent).map(|h| (h, "use increment(Intent)"))
-                    }),
+                    .or_else(|| find(l, SixLockType::Intent).map(|h| (h, "use increment(Intent)"))),
                 SixLockType::Write => find(l, SixLockType::Read)
                     .map(|h| (h, "write waits for all readers, including this one")),
             };
@@ -736,7 +752,10 @@ pub mod held {
     #[track_caller]
     pub fn assert_held(l: &SixLock, ty: SixLockType) {
         if ENABLED && !imp::holds(l, ty) {
-            panic!("expected a {ty:?} hold at {}", std::panic::Location::caller());
+            panic!(
+                "expected a {ty:?} hold at {}",
+                std::panic::Location::caller()
+            );
         }
     }
 }
@@ -785,7 +804,10 @@ mod tests {
         assert!(!l.relock(SixLockType::Intent, s));
         let s2 = l.seq();
         assert!(l.relock(SixLockType::Intent, s2));
-        assert!(!l.relock(SixLockType::Intent, s2), "intent still excludes intent");
+        assert!(
+            !l.relock(SixLockType::Intent, s2),
+            "intent still excludes intent"
+        );
         l.unlock_intent();
     }
 
@@ -813,7 +835,8 @@ mod tests {
     #[test]
     fn seq_wraps() {
         let l = SixLock::new();
-        l.state.store(u64::from(u32::MAX) << SEQ_SHIFT, Ordering::Relaxed);
+        l.state
+            .store(u64::from(u32::MAX) << SEQ_SHIFT, Ordering::Relaxed);
         l.lock_intent();
         l.lock_write();
         assert_eq!(l.seq(), 0);
@@ -861,7 +884,10 @@ mod tests {
 
 /// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
 #[cfg(all(test, loom))]
-#[allow(unsafe_code, reason = "loom's UnsafeCell checks that the lock orders data accesses")]
+#[allow(
+    unsafe_code,
+    reason = "loom's UnsafeCell checks that the lock orders data accesses"
+)]
 mod loom_tests {
     use super::*;
     use crate::sync::loom_model;
@@ -880,7 +906,10 @@ mod loom_tests {
 
     impl Node {
         fn new() -> Arc<Node> {
-            Arc::new(Node { lock: SixLock::new(), data: UnsafeCell::new(0) })
+            Arc::new(Node {
+                lock: SixLock::new(),
+                data: UnsafeCell::new(0),
+            })
         }
         fn read(&self) -> u64 {
             // SAFETY: caller holds read, intent or write; loom checks the ordering.
@@ -960,7 +989,10 @@ mod loom_tests {
             } else {
                 // Fails only because a write was claimed: after `seq` was read, or before
                 // (then `seq` is odd: a writer was waiting for our read hold to drain).
-                assert!(n.lock.seq() != seq || seq % 2 == 1, "relock failed for no reason");
+                assert!(
+                    n.lock.seq() != seq || seq % 2 == 1,
+                    "relock failed for no reason"
+                );
             }
             w.join().unwrap();
             assert_eq!(n.lock.seq(), 2, "one write moves seq by 2");

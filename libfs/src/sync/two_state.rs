@@ -106,13 +106,21 @@ impl TwoStateLock {
     /// A free lock.
     #[cfg(not(any(loom, shuttle)))]
     pub const fn new() -> Self {
-        TwoStateLock { state: AtomicU64::new(0), waiters: Mutex::new([0; 2]), cv: Condvar::new() }
+        TwoStateLock {
+            state: AtomicU64::new(0),
+            waiters: Mutex::new([0; 2]),
+            cv: Condvar::new(),
+        }
     }
 
     /// A free lock (not `const` under the model checkers).
     #[cfg(any(loom, shuttle))]
     pub fn new() -> Self {
-        TwoStateLock { state: AtomicU64::new(0), waiters: Mutex::new([0; 2]), cv: Condvar::new() }
+        TwoStateLock {
+            state: AtomicU64::new(0),
+            waiters: Mutex::new([0; 2]),
+            cv: Condvar::new(),
+        }
     }
 
     /// Takes the lock in state `s`, waiting while the other state is held. Fails at once with
@@ -173,12 +181,18 @@ impl TwoStateLock {
     /// Like [`lock`](Self::lock), returning a guard that unlocks on drop.
     pub fn guard(&self, s: TwoState) -> Result<TwoStateGuard<'_>, WouldDeadlock> {
         self.lock(s)?;
-        Ok(TwoStateGuard { lock: self, state: s })
+        Ok(TwoStateGuard {
+            lock: self,
+            state: s,
+        })
     }
 
     /// Like [`try_lock`](Self::try_lock), returning a guard.
     pub fn try_guard(&self, s: TwoState) -> Option<TwoStateGuard<'_>> {
-        self.try_lock(s).then(|| TwoStateGuard { lock: self, state: s })
+        self.try_lock(s).then(|| TwoStateGuard {
+            lock: self,
+            state: s,
+        })
     }
 
     /// Removes one record of a hold of `s` from this thread's record, without unlocking: call
@@ -213,7 +227,14 @@ impl TwoStateLock {
         if n == 0 {
             return None;
         }
-        Some((if s & MODE_BLOCK != 0 { TwoState::Block } else { TwoState::Add }, n))
+        Some((
+            if s & MODE_BLOCK != 0 {
+                TwoState::Block
+            } else {
+                TwoState::Add
+            },
+            n,
+        ))
     }
 
     fn try_raw(&self, want: TwoState) -> bool {
@@ -225,7 +246,10 @@ impl TwoStateLock {
             }
             debug_assert!(n != COUNT_MASK, "two-state lock holder count overflow");
             let new = ((s & !MODE_BLOCK) | mode_bits(want)) + 1;
-            match self.state.compare_exchange_weak(s, new, Ordering::Acquire, Ordering::Relaxed) {
+            match self
+                .state
+                .compare_exchange_weak(s, new, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(x) => s = x,
             }
@@ -352,10 +376,17 @@ pub fn guard_two<'a, 'b>(
     sb: TwoState,
 ) -> Result<(TwoStateGuard<'a>, TwoStateGuard<'b>), WouldDeadlock> {
     lock_two(a, sa, b, sb)?;
-    Ok((TwoStateGuard { lock: a, state: sa }, TwoStateGuard { lock: b, state: sb }))
+    Ok((
+        TwoStateGuard { lock: a, state: sa },
+        TwoStateGuard { lock: b, state: sb },
+    ))
 }
 
 /// The per-thread record of two-state holds: (lock address, state, count).
+#[allow(
+    clippy::missing_const_for_thread_local,
+    reason = "the same declaration must also compile with loom's thread_local!, which has no const form"
+)]
 mod record {
     use super::{TwoState, TwoStateLock};
     use std::cell::RefCell;
@@ -431,7 +462,12 @@ mod tests {
     fn same_thread_other_state_is_would_deadlock() {
         let l = TwoStateLock::new();
         l.lock_block().unwrap();
-        assert_eq!(l.lock_add(), Err(WouldDeadlock { held: TwoState::Block }));
+        assert_eq!(
+            l.lock_add(),
+            Err(WouldDeadlock {
+                held: TwoState::Block
+            })
+        );
         assert!(!l.try_lock_add());
         assert_eq!(l.held_by_current_thread(), Some(TwoState::Block));
         // After disowning, another thread releases it and this thread may wait for add.
@@ -522,7 +558,11 @@ mod loom_tests {
         fn enter(&self, s: TwoState) {
             self.lock.lock(s).unwrap();
             self.held[s.idx()].fetch_add(1, Ordering::SeqCst);
-            assert_eq!(self.held[s.other().idx()].load(Ordering::SeqCst), 0, "both states held");
+            assert_eq!(
+                self.held[s.other().idx()].load(Ordering::SeqCst),
+                0,
+                "both states held"
+            );
         }
         fn leave(&self, s: TwoState) {
             self.held[s.idx()].fetch_sub(1, Ordering::SeqCst);
@@ -580,7 +620,12 @@ mod loom_tests {
                 c2.enter(TwoState::Add);
                 c2.leave(TwoState::Add);
             });
-            assert_eq!(c.lock.lock_add(), Err(WouldDeadlock { held: TwoState::Block }));
+            assert_eq!(
+                c.lock.lock_add(),
+                Err(WouldDeadlock {
+                    held: TwoState::Block
+                })
+            );
             assert!(!c.lock.try_lock_add());
             c.leave(TwoState::Block);
             t.join().unwrap();

@@ -150,19 +150,31 @@ pub struct FaultMode {
 impl FaultMode {
     /// Fire every hit with `EIO`.
     pub const fn on() -> Self {
-        FaultMode { trigger: Trigger::Always, action: Action::Error(libc::EIO) }
+        FaultMode {
+            trigger: Trigger::Always,
+            action: Action::Error(libc::EIO),
+        }
     }
     /// Fire the next hit with `EIO`.
     pub const fn oneshot() -> Self {
-        FaultMode { trigger: Trigger::Oneshot, action: Action::Error(libc::EIO) }
+        FaultMode {
+            trigger: Trigger::Oneshot,
+            action: Action::Error(libc::EIO),
+        }
     }
     /// The same trigger with another action.
     pub const fn with_action(self, action: Action) -> Self {
-        FaultMode { trigger: self.trigger, action }
+        FaultMode {
+            trigger: self.trigger,
+            action,
+        }
     }
     /// A mode with this trigger and `EIO`.
     pub const fn when(trigger: Trigger) -> Self {
-        FaultMode { trigger, action: Action::Error(libc::EIO) }
+        FaultMode {
+            trigger,
+            action: Action::Error(libc::EIO),
+        }
     }
 }
 
@@ -204,7 +216,12 @@ impl FaultSite {
             line,
             module,
             state: AtomicU8::new(UNREGISTERED),
-            inner: Mutex::new(SiteState { mode: None, hits: 0, fires: 0, rng: None }),
+            inner: Mutex::new(SiteState {
+                mode: None,
+                hits: 0,
+                fires: 0,
+                rng: None,
+            }),
         }
     }
 
@@ -231,7 +248,7 @@ impl FaultSite {
             let (fire, spent) = match mode.trigger {
                 Trigger::Always => (true, false),
                 Trigger::Oneshot => (h == 1, h >= 1),
-                Trigger::EveryNth(n) => (n != 0 && h % n == 0, false),
+                Trigger::EveryNth(n) => (n != 0 && h.is_multiple_of(n), false),
                 Trigger::After(n) => (h > n, false),
                 Trigger::Times(n) => (h <= n, h >= n),
                 Trigger::Random { one_in, .. } => {
@@ -250,7 +267,10 @@ impl FaultSite {
             mode.action
         };
         match action {
-            Action::Error(errno) => Some(FaultError { site: self.name, errno }),
+            Action::Error(errno) => Some(FaultError {
+                site: self.name,
+                errno,
+            }),
             Action::Delay(d) => {
                 std::thread::sleep(d);
                 None
@@ -287,12 +307,15 @@ impl FaultSite {
             }
             _ => None,
         };
-        self.state.store(if mode.is_some() { ARMED } else { OFF }, Ordering::Release);
+        self.state
+            .store(if mode.is_some() { ARMED } else { OFF }, Ordering::Release);
     }
 }
 
 fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &c| (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3))
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &c| {
+        (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -397,8 +420,11 @@ struct Registry {
     env_read: bool,
 }
 
-static REGISTRY: Mutex<Registry> =
-    Mutex::new(Registry { sites: Vec::new(), rules: Vec::new(), env_read: false });
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    sites: Vec::new(),
+    rules: Vec::new(),
+    env_read: false,
+});
 
 /// The environment variable read on first use.
 pub const ENV_VAR: &str = "SIXFS_FAULTS";
@@ -409,7 +435,9 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
         r.env_read = true;
         if let Ok(spec) = std::env::var(ENV_VAR) {
             match parse(&spec) {
-                Ok(cmds) => r.rules.extend(cmds.into_iter().map(|c| (c.selector, c.mode))),
+                Ok(cmds) => r
+                    .rules
+                    .extend(cmds.into_iter().map(|c| (c.selector, c.mode))),
                 Err(e) => log::error!("{ENV_VAR} ignored: {e}"),
             }
         }
@@ -423,7 +451,12 @@ fn register(site: &'static FaultSite) {
         return;
     }
     r.sites.push(site);
-    let mode = r.rules.iter().rev().find(|(sel, _)| sel.matches(site)).and_then(|(_, m)| *m);
+    let mode = r
+        .rules
+        .iter()
+        .rev()
+        .find(|(sel, _)| sel.matches(site))
+        .and_then(|(_, m)| *m);
     site.apply(mode);
 }
 
@@ -458,7 +491,11 @@ pub fn list() -> Vec<SiteInfo> {
 
 /// The registered site called `name`, if it has been reached.
 pub fn site(name: &str) -> Option<SiteInfo> {
-    registry().sites.iter().find(|s| s.name == name).map(|s| s.info())
+    registry()
+        .sites
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.info())
 }
 
 /// The sites in the control format, one per line: `name mode # file:line module hits=H fires=F`.
@@ -547,7 +584,8 @@ impl fmt::Display for FaultMode {
 }
 
 fn parse_u64(v: &str, what: &str) -> Result<u64, String> {
-    v.parse::<u64>().map_err(|_| format!("{what} wants a number, got {v:?}"))
+    v.parse::<u64>()
+        .map_err(|_| format!("{what} wants a number, got {v:?}"))
 }
 
 fn parse_duration(v: &str) -> Result<Duration, String> {
@@ -569,7 +607,9 @@ fn parse_errno(v: &str) -> Result<i32, String> {
     }
     match v.parse::<i32>() {
         Ok(e) if e > 0 => Ok(e),
-        _ => Err(format!("unknown error {v:?} (an E-name or a positive number)")),
+        _ => Err(format!(
+            "unknown error {v:?} (an E-name or a positive number)"
+        )),
     }
 }
 
@@ -591,7 +631,11 @@ fn parse_selector(s: &str) -> Result<Selector, String> {
         if first > last {
             return Err(format!("empty line range in {s:?}"));
         }
-        return Ok(Selector::FileLine { file: file.to_string(), first, last });
+        return Ok(Selector::FileLine {
+            file: file.to_string(),
+            first,
+            last,
+        });
     }
     if let Some(p) = s.strip_suffix('*') {
         return Ok(Selector::Prefix(p.to_string()));
@@ -599,7 +643,9 @@ fn parse_selector(s: &str) -> Result<Selector, String> {
     if valid_name(s) {
         return Ok(Selector::Name(s.to_string()));
     }
-    Err(format!("bad selector {s:?} (class:name, prefix*, file.rs:line, module=path, *)"))
+    Err(format!(
+        "bad selector {s:?} (class:name, prefix*, file.rs:line, module=path, *)"
+    ))
 }
 
 fn parse_command(cmd: &str) -> Result<Command, String> {
@@ -621,7 +667,10 @@ fn parse_command(cmd: &str) -> Result<Command, String> {
             ("every", v) => Some(Trigger::EveryNth(parse_u64(v, "every")?.max(1))),
             ("after", v) => Some(Trigger::After(parse_u64(v, "after")?)),
             ("times", v) => Some(Trigger::Times(parse_u64(v, "times")?)),
-            ("random", v) => Some(Trigger::Random { one_in: parse_u64(v, "random")?.max(1), seed: 0 }),
+            ("random", v) => Some(Trigger::Random {
+                one_in: parse_u64(v, "random")?.max(1),
+                seed: 0,
+            }),
             ("seed", v) => {
                 seed = Some(parse_u64(v, "seed")?);
                 None
@@ -646,17 +695,20 @@ fn parse_command(cmd: &str) -> Result<Command, String> {
             }
             _ => return Err(format!("unknown word {w:?}")),
         };
-        if let Some(t) = t {
-            if trigger.replace(t).is_some() {
-                return Err("more than one trigger".into());
-            }
+        if let Some(t) = t
+            && trigger.replace(t).is_some()
+        {
+            return Err("more than one trigger".into());
         }
     }
     if off {
         if trigger.is_some() || action.is_some() || seed.is_some() {
             return Err("`off` takes no other words".into());
         }
-        return Ok(Command { selector, mode: None });
+        return Ok(Command {
+            selector,
+            mode: None,
+        });
     }
     let mut trigger = trigger.unwrap_or(Trigger::Always);
     if let Some(s) = seed {
@@ -666,7 +718,10 @@ fn parse_command(cmd: &str) -> Result<Command, String> {
         }
     }
     let action = action.unwrap_or(Action::Error(libc::EIO));
-    Ok(Command { selector, mode: Some(FaultMode { trigger, action }) })
+    Ok(Command {
+        selector,
+        mode: Some(FaultMode { trigger, action }),
+    })
 }
 
 /// Parses control-format text: commands separated by newlines or `;`, `#` starts a comment.
@@ -703,19 +758,38 @@ mod tests {
         assert_eq!(cmds[1].selector, Selector::Prefix("dev:".into()));
         assert_eq!(
             cmds[1].mode,
-            Some(FaultMode { trigger: Trigger::EveryNth(3), action: Action::Error(libc::ENOSPC) })
+            Some(FaultMode {
+                trigger: Trigger::EveryNth(3),
+                action: Action::Error(libc::ENOSPC)
+            })
         );
         assert_eq!(
             cmds[2].mode.unwrap().trigger,
-            Trigger::Random { one_in: 10, seed: 42 }
+            Trigger::Random {
+                one_in: 10,
+                seed: 42
+            }
         );
-        assert_eq!(cmds[2].mode.unwrap().action, Action::Delay(Duration::from_millis(2)));
+        assert_eq!(
+            cmds[2].mode.unwrap().action,
+            Action::Delay(Duration::from_millis(2))
+        );
         assert_eq!(
             cmds[3].selector,
-            Selector::FileLine { file: "src/dev/file.rs".into(), first: 10, last: 20 }
+            Selector::FileLine {
+                file: "src/dev/file.rs".into(),
+                first: 10,
+                last: 20
+            }
         );
         assert_eq!(cmds[4].mode.unwrap().action, Action::Error(libc::ENOSPC));
-        assert_eq!(cmds[5], Command { selector: Selector::Prefix("alloc:".into()), mode: None });
+        assert_eq!(
+            cmds[5],
+            Command {
+                selector: Selector::Prefix("alloc:".into()),
+                mode: None
+            }
+        );
         for c in &cmds {
             let text = match c.mode {
                 Some(m) => format!("{} {m}", c.selector),

@@ -36,7 +36,10 @@
 //!
 //! The unsafe code (turning the stored raw pointers back into references and boxes) is all in
 //! this file; each block states why it is sound.
-#![allow(unsafe_code, reason = "lock-free child pointers; every block has a SAFETY comment")]
+#![allow(
+    unsafe_code,
+    reason = "lock-free child pointers; every block has a SAFETY comment"
+)]
 
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use std::marker::PhantomData;
@@ -58,7 +61,9 @@ struct Interior {
 
 impl Interior {
     fn new_boxed() -> Box<Interior> {
-        Box::new(Interior { slots: std::array::from_fn(|_| AtomicPtr::new(null_mut())) })
+        Box::new(Interior {
+            slots: std::array::from_fn(|_| AtomicPtr::new(null_mut())),
+        })
     }
 }
 
@@ -93,7 +98,12 @@ impl<T: Default> Default for GenRadix<T> {
     }
 }
 
+#[inline(always)]
 fn depth_of(leaf: u64) -> usize {
+    if leaf < FANOUT as u64 {
+        // The common case (the first 512 pages), without the division below.
+        return usize::from(leaf != 0);
+    }
     let bits = 64 - leaf.leading_zeros();
     bits.div_ceil(SHIFT) as usize
 }
@@ -109,7 +119,11 @@ impl<T> GenRadix<T> {
     /// Entries per leaf.
     pub const PER_LEAF: usize = {
         let sz = size_of::<T>();
-        if sz == 0 || sz >= PAGE { if sz == 0 { PAGE } else { 1 } } else { PAGE / sz }
+        if sz == 0 || sz >= PAGE {
+            if sz == 0 { PAGE } else { 1 }
+        } else {
+            PAGE / sz
+        }
     };
     const PER_LEAF_U64: u64 = Self::PER_LEAF as u64;
 
@@ -153,9 +167,12 @@ impl<T> GenRadix<T> {
         // `install` (release CAS, loaded here with acquire), which stays allocated until
         // `&mut self` (drop/clear); the returned borrow is tied to `&self`.
         let leaf = unsafe { Self::leaf_ref(p) };
-        leaf.get(off)
+        debug_assert!(off < leaf.len());
+        // SAFETY: `off = idx % PER_LEAF` and every leaf has exactly `PER_LEAF` entries.
+        Some(unsafe { leaf.get_unchecked(off) })
     }
 
+    #[inline(always)]
     fn leaf_ptr(&self, leaf: u64) -> Option<*mut ()> {
         let d = depth_of(leaf);
         let mut p = self.roots[d].load(Ordering::Acquire);
@@ -249,10 +266,16 @@ impl<T: Default> GenRadix<T> {
             return p;
         }
         let (new, bytes) = if interior {
-            (Box::into_raw(Interior::new_boxed()).cast::<()>(), size_of::<Interior>())
+            (
+                Box::into_raw(Interior::new_boxed()).cast::<()>(),
+                size_of::<Interior>(),
+            )
         } else {
             let b: Box<[T]> = (0..Self::PER_LEAF).map(|_| T::default()).collect();
-            (Box::into_raw(b).cast::<T>().cast::<()>(), Self::leaf_bytes())
+            (
+                Box::into_raw(b).cast::<T>().cast::<()>(),
+                Self::leaf_bytes(),
+            )
         };
         match slot.compare_exchange(null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
@@ -279,7 +302,13 @@ impl<T> Drop for GenRadix<T> {
 /// Finds the allocated leaf with the smallest number ≥ `min` under `p` (a node with `level`
 /// interior levels covering leaves `base..base + FANOUT^level`), or the largest ≤ `max` when
 /// `rev`. Bases are computed in u128 because the deepest tree's span exceeds u64.
-fn find_leaf(p: *mut (), level: usize, base: u128, bound: u128, rev: bool) -> Option<(u128, *mut ())> {
+fn find_leaf(
+    p: *mut (),
+    level: usize,
+    base: u128,
+    bound: u128,
+    rev: bool,
+) -> Option<(u128, *mut ())> {
     if p.is_null() {
         return None;
     }
@@ -297,7 +326,11 @@ fn find_leaf(p: *mut (), level: usize, base: u128, bound: u128, rev: bool) -> Op
     let pick = |i: usize| {
         let child = node.slots[i].load(Ordering::Acquire);
         let cb = base + child_span * i as u128;
-        let b = if rev { bound.min(cb + child_span - 1) } else { bound.max(cb) };
+        let b = if rev {
+            bound.min(cb + child_span - 1)
+        } else {
+            bound.max(cb)
+        };
         find_leaf(child, level - 1, cb, b, rev)
     };
     if rev {
@@ -316,14 +349,15 @@ fn find_leaf(p: *mut (), level: usize, base: u128, bound: u128, rev: bool) -> Op
 impl<T> GenRadix<T> {
     fn next_leaf(&self, min: u128) -> Option<(u128, *mut ())> {
         let d0 = depth_of(u64::try_from(min).ok()?);
-        (d0..=MAX_DEPTH).find_map(|d| {
-            find_leaf(self.roots[d].load(Ordering::Acquire), d, 0, min, false)
-        })
+        (d0..=MAX_DEPTH)
+            .find_map(|d| find_leaf(self.roots[d].load(Ordering::Acquire), d, 0, min, false))
     }
 
     fn prev_leaf(&self, max: u128) -> Option<(u128, *mut ())> {
         let d0 = depth_of(u64::try_from(max).ok()?);
-        (0..=d0).rev().find_map(|d| find_leaf(self.roots[d].load(Ordering::Acquire), d, 0, max, true))
+        (0..=d0)
+            .rev()
+            .find_map(|d| find_leaf(self.roots[d].load(Ordering::Acquire), d, 0, max, true))
     }
 
     /// Every entry of every allocated leaf, in index order.
@@ -334,7 +368,12 @@ impl<T> GenRadix<T> {
     /// Like [`iter`](Self::iter), starting at the first entry with index ≥ `idx`.
     pub fn iter_from(&self, idx: u64) -> Iter<'_, T> {
         let (leaf, off) = Self::split(idx);
-        Iter { radix: self, next_leaf: Some(u128::from(leaf)), cur: None, first: Some((leaf, off)) }
+        Iter {
+            radix: self,
+            next_leaf: Some(u128::from(leaf)),
+            cur: None,
+            first: Some((leaf, off)),
+        }
     }
 
     /// Every entry of every allocated leaf, in decreasing index order.
@@ -345,7 +384,12 @@ impl<T> GenRadix<T> {
     /// Like [`iter_rev`](Self::iter_rev), starting at the last entry with index ≤ `idx`.
     pub fn iter_rev_from(&self, idx: u64) -> IterRev<'_, T> {
         let (leaf, off) = Self::split(idx);
-        IterRev { radix: self, prev_leaf: Some(u128::from(leaf)), cur: None, first: Some((leaf, off)) }
+        IterRev {
+            radix: self,
+            prev_leaf: Some(u128::from(leaf)),
+            cur: None,
+            first: Some((leaf, off)),
+        }
     }
 }
 
@@ -450,16 +494,26 @@ mod tests {
         let r: GenRadix<StdU64> = GenRadix::new();
         assert!(r.get(0).is_none());
         assert!(r.is_empty());
-        r.get_or_alloc(5).store(7, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(r.get(5).unwrap().load(std::sync::atomic::Ordering::Relaxed), 7);
-        assert_eq!(r.get(6).unwrap().load(std::sync::atomic::Ordering::Relaxed), 0, "zeroed");
+        r.get_or_alloc(5)
+            .store(7, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            r.get(5).unwrap().load(std::sync::atomic::Ordering::Relaxed),
+            7
+        );
+        assert_eq!(
+            r.get(6).unwrap().load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "zeroed"
+        );
         assert!(r.get(1 << 40).is_none());
         let before = r.memory_bytes();
-        r.get_or_alloc(1 << 40).store(9, std::sync::atomic::Ordering::Relaxed);
+        r.get_or_alloc(1 << 40)
+            .store(9, std::sync::atomic::Ordering::Relaxed);
         let cost = r.memory_bytes() - before;
         // Leaf 2^31 is in tree 4: 4 interior pages and one leaf page.
         assert_eq!(cost, 5 * 4096, "one entry at 2^40 costs its path only");
-        r.get_or_alloc(u64::MAX).store(1, std::sync::atomic::Ordering::Relaxed);
+        r.get_or_alloc(u64::MAX)
+            .store(1, std::sync::atomic::Ordering::Relaxed);
         let got: Vec<u64> = r.iter().map(|(i, _)| i).filter(|&i| i > 600).collect();
         assert_eq!(got.len(), 2 * GenRadix::<StdU64>::PER_LEAF);
         assert_eq!(*got.last().unwrap(), u64::MAX);
@@ -469,12 +523,15 @@ mod tests {
     #[test]
     fn odd_element_size_never_straddles() {
         #[derive(Default)]
-        struct Odd([u8; 24]);
+        struct Odd(#[allow(dead_code)] [u8; 24]);
         assert_eq!(GenRadix::<Odd>::PER_LEAF, 170);
         let r: GenRadix<Odd> = GenRadix::new();
         r.get_or_alloc(169);
         r.get_or_alloc(170);
-        assert_eq!(r.memory_bytes() - size_of::<GenRadix<Odd>>(), 2 * 170 * 24 + 4096);
+        assert_eq!(
+            r.memory_bytes() - size_of::<GenRadix<Odd>>(),
+            2 * 170 * 24 + 4096
+        );
         let idx: Vec<u64> = r.iter_from(168).map(|(i, _)| i).take(4).collect();
         assert_eq!(idx, vec![168, 169, 170, 171]);
         let idx: Vec<u64> = r.iter_rev_from(171).map(|(i, _)| i).take(5).collect();
@@ -524,8 +581,15 @@ mod loom_tests {
             assert!(matches!(seen, None | Some(0) | Some(5)));
             let mine = std::ptr::from_ref(r.get_or_alloc(far)) as usize;
             let theirs = t.join().unwrap();
-            assert_eq!(mine, theirs, "two threads got different entries for one index");
-            assert_eq!(r.get(far).unwrap().load(Ordering::Relaxed), 2, "an increment was lost");
+            assert_eq!(
+                mine, theirs,
+                "two threads got different entries for one index"
+            );
+            assert_eq!(
+                r.get(far).unwrap().load(Ordering::Relaxed),
+                2,
+                "an increment was lost"
+            );
             assert_eq!(r.iter().count(), GenRadix::<AtomicU64>::PER_LEAF);
         });
     }
