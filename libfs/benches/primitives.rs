@@ -69,25 +69,62 @@ fn report(what: &str, ours: f64, peer_name: &str, peer: f64, goal: Option<f64>) 
     );
 }
 
-/// Runs `f(thread_index, iters)` on two threads at once; ns per op per thread (wall time).
-fn two_threads(f: &(dyn Fn(usize, u64) + Sync)) -> f64 {
-    let iters = 2_000_000u64;
-    let mut v = Vec::new();
-    for _ in 0..7 {
-        let start = std::sync::Barrier::new(2);
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for i in 0..2 {
+/// One run of `f(thread_index, iters)` on two threads started together: ns per op per thread
+/// (wall time), and how much of the wall time both threads were running (on a shared machine
+/// the two threads do not always get two cores; without overlap there is no contention).
+fn run2(f: &(dyn Fn(usize, u64) + Sync), iters: u64) -> (f64, f64) {
+    let start = std::sync::Barrier::new(2);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|i| {
                 let start = &start;
                 s.spawn(move || {
                     start.wait();
+                    let t0 = Instant::now();
                     f(i, iters);
-                });
-            }
-        });
-        v.push(t.elapsed().as_nanos() as f64 / iters as f64);
+                    (t0, Instant::now())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .collect()
+    });
+    let first = spans.iter().map(|s| s.0).min().expect("two spans");
+    let last = spans.iter().map(|s| s.1).max().expect("two spans");
+    let both_from = spans.iter().map(|s| s.0).max().expect("two spans");
+    let both_to = spans.iter().map(|s| s.1).min().expect("two spans");
+    let wall = (last - first).as_nanos() as f64;
+    let overlap = both_to.saturating_duration_since(both_from).as_nanos() as f64 / wall;
+    (wall / iters as f64, overlap)
+}
+
+/// Two-thread medians of `a` and `b`, sampled alternately: ((ns, overlap), (ns, overlap)).
+fn pair2(
+    a: &(dyn Fn(usize, u64) + Sync),
+    b: &(dyn Fn(usize, u64) + Sync),
+) -> ((f64, f64), (f64, f64)) {
+    let iters = 1_000_000u64;
+    let (mut va, mut vb, mut oa, mut ob) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..9 {
+        let (t, o) = run2(a, iters);
+        va.push(t);
+        oa.push(o);
+        let (t, o) = run2(b, iters);
+        vb.push(t);
+        ob.push(o);
     }
-    median(v)
+    ((median(va), median(oa)), (median(vb), median(ob)))
+}
+
+fn report2(what: &str, ours: (f64, f64), peer_name: &str, peer: (f64, f64)) {
+    report(what, ours.0, peer_name, peer.0, None);
+    println!(
+        "{:<44} (threads ran together {:.0}% / {:.0}% of the time)",
+        "",
+        ours.1 * 100.0,
+        peer.1 * 100.0
+    );
 }
 
 #[inline(never)]
@@ -189,7 +226,7 @@ fn main() {
                 _ => 0,
             }
         };
-        let six_mixed = two_threads(&|i, n| {
+        let six_mixed = |i: usize, n: u64| {
             for k in 0..n {
                 match mix(i, k) {
                     0 => {
@@ -211,8 +248,8 @@ fn main() {
                     }
                 }
             }
-        });
-        let pl_mixed = two_threads(&|i, n| {
+        };
+        let pl_mixed = |i: usize, n: u64| {
             for k in 0..n {
                 match mix(i, k) {
                     0 => {
@@ -233,13 +270,13 @@ fn main() {
                     }
                 }
             }
-        });
-        report(
+        };
+        let (ours, peer) = pair2(&six_mixed, &pl_mixed);
+        report2(
             "SIX mixed 80/15/5 read/intent/write, 2 threads",
-            six_mixed,
+            ours,
             "parking_lot read/upgradable/upgr.",
-            pl_mixed,
-            None,
+            peer,
         );
     }
 
@@ -378,45 +415,47 @@ fn main() {
     if selected("counters") {
         let sc = ShardedCounter::new();
         let one = AtomicU64::new(0);
-        let ours = two_threads(&|_, n| {
-            for _ in 0..n {
-                sc.add(1);
-            }
-        });
-        let peer = two_threads(&|_, n| {
-            for _ in 0..n {
-                one.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+        let (ours, peer) = pair2(
+            &|_, n| {
+                for _ in 0..n {
+                    sc.add(1);
+                }
+            },
+            &|_, n| {
+                for _ in 0..n {
+                    one.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        );
         assert_eq!(sc.sum() as u64, one.load(Ordering::Relaxed));
-        report(
+        report2(
             "ShardedCounter add, 2 threads",
             ours,
             "one AtomicU64 fetch_add",
             peer,
-            Some(1.0),
         );
 
         let av = AvailableCounter::new(u64::MAX / 4);
-        let ours = two_threads(&|_, n| {
-            for _ in 0..n {
-                if av.try_take(8) {
-                    av.put(8);
+        let (ours, peer) = pair2(
+            &|_, n| {
+                for _ in 0..n {
+                    if av.try_take(8) {
+                        av.put(8);
+                    }
                 }
-            }
-        });
-        let peer = two_threads(&|_, n| {
-            for _ in 0..n {
-                one.fetch_sub(8, Ordering::Relaxed);
-                one.fetch_add(8, Ordering::Relaxed);
-            }
-        });
-        report(
+            },
+            &|_, n| {
+                for _ in 0..n {
+                    one.fetch_sub(8, Ordering::Relaxed);
+                    one.fetch_add(8, Ordering::Relaxed);
+                }
+            },
+        );
+        report2(
             "AvailableCounter take+put, 2 threads",
             ours,
             "one AtomicU64 sub+add",
             peer,
-            None,
         );
     }
 
@@ -424,23 +463,24 @@ fn main() {
     if selected("barrier") {
         let wb = WriteBarrier::new();
         let one = AtomicU64::new(0);
-        let ours = two_threads(&|_, n| {
-            for _ in 0..n {
-                drop(black_box(wb.enter()));
-            }
-        });
-        let peer = two_threads(&|_, n| {
-            for _ in 0..n {
-                one.fetch_add(1, Ordering::Acquire);
-                one.fetch_sub(1, Ordering::Release);
-            }
-        });
-        report(
+        let (ours, peer) = pair2(
+            &|_, n| {
+                for _ in 0..n {
+                    drop(black_box(wb.enter()));
+                }
+            },
+            &|_, n| {
+                for _ in 0..n {
+                    one.fetch_add(1, Ordering::Acquire);
+                    one.fetch_sub(1, Ordering::Release);
+                }
+            },
+        );
+        report2(
             "WriteBarrier enter+drop, 2 threads",
             ours,
             "one AtomicU64 inc+dec",
             peer,
-            None,
         );
     }
 

@@ -32,8 +32,8 @@
 //! The whole state — reader count, intent and write bits, one "waiting" bit per lock type and
 //! the sequence number — is one `AtomicU64`, so every acquisition and release is one atomic
 //! read-modify-write and uncontended use never touches the mutex. A thread that cannot get the
-//! lock first spins briefly (readers and intent lockers only; a writer waits for readers, who
-//! may hold the lock for a long time, so it parks at once), then takes the lock's mutex, sets
+//! lock first spins briefly (a writer, after claiming write, spins while the readers it waits
+//! for drain, since new ones are already kept out), then takes the lock's mutex, sets
 //! its type's waiting bit and retries once more before sleeping on that type's condition
 //! variable. An unlock whose read-modify-write saw a waiting bit takes the mutex, clears the
 //! bit and wakes every waiter of that type. Both the bit-set and the unlock are RMWs on the same
@@ -266,7 +266,7 @@ impl SixLock {
             let old = self.state.fetch_add(WRITE + SEQ_ONE, Ordering::Acquire);
             debug_assert!(old & INTENT != 0, "lock_write without intent");
             debug_assert!(old & WRITE == 0, "lock_write while write is held");
-            if old & READ_MASK != 0 {
+            if old & READ_MASK != 0 && !self.spin_readers_gone() {
                 self.wait_readers_gone();
             }
         }
@@ -323,6 +323,20 @@ impl SixLock {
         }
     }
 
+    /// After claiming write: spin briefly while the (now fixed set of) readers drain.
+    fn spin_readers_gone(&self) -> bool {
+        for round in 0..SPIN_ROUNDS {
+            for _ in 0..(1u32 << round) {
+                super::spin_loop();
+            }
+            if self.state.load(Ordering::Acquire) & READ_MASK == 0 {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[cold]
     fn wait_readers_gone(&self) {
         let mut g = lock(&self.wait_lock);
         loop {
