@@ -147,6 +147,7 @@ impl SixLock {
     // ---- read ----
 
     /// Takes a read hold, waiting while write is claimed.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn lock_read(&self) {
         held::check_before_block(self, SixLockType::Read);
@@ -157,6 +158,7 @@ impl SixLock {
     }
 
     /// Takes a read hold if write is not claimed.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn try_lock_read(&self) -> bool {
         let ok = self.try_read_raw();
@@ -167,6 +169,7 @@ impl SixLock {
     }
 
     /// Releases one read hold (from any thread).
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn unlock_read(&self) {
         held::forget(self, SixLockType::Read);
@@ -177,6 +180,7 @@ impl SixLock {
         }
     }
 
+    #[inline]
     fn try_read_raw(&self) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
@@ -199,6 +203,7 @@ impl SixLock {
     // ---- intent ----
 
     /// Takes the intent hold, waiting while another thread has it.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn lock_intent(&self) {
         held::check_before_block(self, SixLockType::Intent);
@@ -209,6 +214,7 @@ impl SixLock {
     }
 
     /// Takes the intent hold if nobody has it.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn try_lock_intent(&self) -> bool {
         let ok = self.try_intent_raw();
@@ -220,6 +226,7 @@ impl SixLock {
 
     /// Releases one intent hold (the last one wakes intent waiters). The caller must not still
     /// hold write through this hold.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn unlock_intent(&self) {
         held::forget(self, SixLockType::Intent);
@@ -236,6 +243,7 @@ impl SixLock {
         }
     }
 
+    #[inline]
     fn try_intent_raw(&self) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
@@ -387,6 +395,7 @@ impl SixLock {
 
     /// The sequence number: changes when write is claimed and when it is released (odd while
     /// write is claimed). Save it before unlocking to [`relock`](Self::relock) later.
+    #[inline]
     pub fn seq(&self) -> u32 {
         seq_of(self.state.load(Ordering::Acquire))
     }
@@ -394,6 +403,7 @@ impl SixLock {
     /// Takes a `Read` or `Intent` hold only if the sequence number is still `seq`: on success
     /// nothing was written since `seq` was read. Never waits. `Write` is not relockable (take
     /// intent by relock, then write) and returns `false`.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn relock(&self, t: SixLockType, seq: u32) -> bool {
         let (blocked_by, add) = match t {
