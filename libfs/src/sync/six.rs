@@ -1124,3 +1124,87 @@ mod loom_tests {
         });
     }
 }
+
+/// Shuttle (randomised schedules, more threads than loom can exhaust):
+/// `RUSTFLAGS="--cfg shuttle" cargo test -p sixfs --release --lib -- shuttle_tests`.
+#[cfg(all(test, shuttle))]
+mod shuttle_tests {
+    use super::*;
+    use shuttle::sync::Arc;
+    use shuttle::sync::atomic::AtomicI64;
+    use shuttle::thread;
+
+    /// Three threads mixing read, relock, upgrade, intent, write and downgrade on two locks,
+    /// checking exclusion with holder counters.
+    #[test]
+    fn three_threads_mixed() {
+        shuttle::check_random(
+            || {
+                let locks: Arc<Vec<(SixLock, AtomicI64, AtomicI64)>> = Arc::new(
+                    (0..2)
+                        .map(|_| (SixLock::new(), AtomicI64::new(0), AtomicI64::new(0)))
+                        .collect(),
+                );
+                let ts: Vec<_> = (0..3)
+                    .map(|t| {
+                        let locks = locks.clone();
+                        thread::spawn(move || {
+                            for k in 0..3usize {
+                                let (l, readers, writers) = &locks[(t + k) % 2];
+                                match (t + k) % 3 {
+                                    0 => {
+                                        l.lock_read();
+                                        readers.fetch_add(1, Ordering::SeqCst);
+                                        assert_eq!(writers.load(Ordering::SeqCst), 0);
+                                        let seq = l.seq();
+                                        readers.fetch_sub(1, Ordering::SeqCst);
+                                        l.unlock_read();
+                                        if l.relock(SixLockType::Read, seq) {
+                                            assert_eq!(writers.load(Ordering::SeqCst), 0);
+                                            l.unlock_read();
+                                        }
+                                    }
+                                    1 => {
+                                        l.lock_read();
+                                        if l.try_upgrade() {
+                                            l.lock_write();
+                                            writers.fetch_add(1, Ordering::SeqCst);
+                                            assert_eq!(readers.load(Ordering::SeqCst), 0);
+                                            writers.fetch_sub(1, Ordering::SeqCst);
+                                            l.unlock_write();
+                                            l.unlock_intent();
+                                        } else {
+                                            l.unlock_read();
+                                        }
+                                    }
+                                    _ => {
+                                        l.lock_intent();
+                                        l.lock_write();
+                                        writers.fetch_add(1, Ordering::SeqCst);
+                                        assert_eq!(readers.load(Ordering::SeqCst), 0);
+                                        writers.fetch_sub(1, Ordering::SeqCst);
+                                        l.unlock_write();
+                                        l.downgrade();
+                                        readers.fetch_add(1, Ordering::SeqCst);
+                                        assert_eq!(writers.load(Ordering::SeqCst), 0);
+                                        readers.fetch_sub(1, Ordering::SeqCst);
+                                        l.unlock_read();
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for t in ts {
+                    t.join().unwrap();
+                }
+                for (l, _, _) in locks.iter() {
+                    assert_eq!(l.readers(), 0);
+                    assert!(!l.is_intent_locked());
+                    assert_eq!(l.seq() % 2, 0);
+                }
+            },
+            2_000,
+        );
+    }
+}
