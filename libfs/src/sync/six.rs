@@ -636,21 +636,23 @@ pub mod held {
             std::ptr::from_ref(l) as usize
         }
 
+        // `try_with` everywhere: an unlock while the thread's locals are being destroyed finds
+        // no record instead of panicking.
+
         #[track_caller]
         pub(super) fn note(l: &SixLock, ty: SixLockType) {
             let at = std::panic::Location::caller();
-            HELD.with(|h| {
-                h.borrow_mut().push(HeldLock {
-                    lock: addr(l),
-                    ty,
-                    at,
-                })
-            });
+            let held = HeldLock {
+                lock: addr(l),
+                ty,
+                at,
+            };
+            let _ = HELD.try_with(|h| h.borrow_mut().push(held));
         }
 
         pub(super) fn forget(l: &SixLock, ty: SixLockType) {
             let a = addr(l);
-            HELD.with(|h| {
+            let _ = HELD.try_with(|h| {
                 let mut h = h.borrow_mut();
                 if let Some(i) = h.iter().rposition(|e| e.lock == a && e.ty == ty) {
                     h.remove(i);
@@ -659,23 +661,24 @@ pub mod held {
         }
 
         pub(super) fn holds(l: &SixLock, ty: SixLockType) -> bool {
-            let a = addr(l);
-            HELD.with(|h| h.borrow().iter().any(|e| e.lock == a && e.ty == ty))
+            find(l, ty).is_some()
         }
 
         pub(super) fn locks() -> Vec<HeldLock> {
-            HELD.with(|h| h.borrow().clone())
+            HELD.try_with(|h| h.borrow().clone()).unwrap_or_default()
         }
 
         fn find(l: &SixLock, ty: SixLockType) -> Option<HeldLock> {
             let a = addr(l);
-            HELD.with(|h| {
+            HELD.try_with(|h| {
                 h.borrow()
                     .iter()
                     .rev()
                     .find(|e| e.lock == a && e.ty == ty)
                     .copied()
             })
+            .ok()
+            .flatten()
         }
 
         #[track_caller]
