@@ -73,10 +73,11 @@ const WAIT_WRITE: u64 = 1 << 30;
 const SEQ_SHIFT: u32 = 32;
 const SEQ_ONE: u64 = 1 << SEQ_SHIFT;
 
-/// How many rounds of exponential spinning a reader or intent locker does before parking
-/// (1+2+...+2^(SPIN_ROUNDS-1) `spin_loop` hints, then a few yields). None under the model
-/// checkers, where spinning only multiplies the explored schedules.
-const SPIN_ROUNDS: u32 = if cfg!(any(loom, shuttle)) { 0 } else { 7 };
+/// How many times a waiter retries before parking, with up to `SPIN_STEP` `spin_loop` hints
+/// between tries (exponential up to that cap, then a few yields): a few µs. None under the
+/// model checkers, where spinning only multiplies the explored schedules.
+const SPIN_ROUNDS: u32 = if cfg!(any(loom, shuttle)) { 0 } else { 40 };
+const SPIN_STEP: u32 = 8;
 const YIELD_ROUNDS: u32 = if cfg!(any(loom, shuttle)) { 0 } else { 2 };
 
 fn wait_bit(t: SixLockType) -> u64 {
@@ -334,7 +335,7 @@ impl SixLock {
     /// After claiming write: spin briefly while the (now fixed set of) readers drain.
     fn spin_readers_gone(&self) -> bool {
         for round in 0..SPIN_ROUNDS {
-            for _ in 0..(1u32 << round) {
+            for _ in 0..(1u32 << round.min(3)).min(SPIN_STEP) {
                 super::spin_loop();
             }
             if self.state.load(Ordering::Acquire) & READ_MASK == 0 {
@@ -559,7 +560,7 @@ impl SixLock {
     fn lock_slow(&self, t: SixLockType) {
         // Optimistic spinning: holds are usually short (a pointer swap under write).
         for round in 0..SPIN_ROUNDS {
-            for _ in 0..(1u32 << round) {
+            for _ in 0..(1u32 << round.min(3)).min(SPIN_STEP) {
                 super::spin_loop();
             }
             if self.try_raw(t) {
