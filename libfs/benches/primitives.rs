@@ -104,7 +104,8 @@ fn pair2(
     a: &(dyn Fn(usize, u64) + Sync),
     b: &(dyn Fn(usize, u64) + Sync),
 ) -> ((f64, f64), (f64, f64)) {
-    let iters = 1_000_000u64;
+    // Long enough (tens of ms) for the scheduler to give both threads a core.
+    let iters = 4_000_000u64;
     let (mut va, mut vb, mut oa, mut ob) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..9 {
         let (t, o) = run2(a, iters);
