@@ -607,9 +607,9 @@ impl SixLock {
 ///
 /// Every successful `lock*`/`try_lock*`/`relock`/`try_upgrade`/`increment` adds an entry (lock
 /// address, type, caller location); every `unlock*` by the same thread removes the newest
-/// matching entry. An unlock on another thread finds nothing to remove, so a thread that hands a
-/// hold to another must call [`disown`](held::disown) first. In release builds, and under the model
-/// checkers, the record is empty and every function here does nothing.
+/// matching entry. An unlock on another thread finds nothing to remove, so a thread that hands
+/// a hold to another must call [`disown`](held::disown) first. In release builds, and under the
+/// model checkers, the record is empty and every function here does nothing.
 pub mod held {
     use super::{SixLock, SixLockType};
 
