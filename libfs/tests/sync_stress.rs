@@ -24,10 +24,11 @@ fn with_watchdog(secs: u64, f: impl FnOnce() + Send + 'static) {
         let _ = tx.send(());
     });
     match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => h.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            // The body panicked: report its panic.
-            h.join().unwrap();
+        // Done, or the body panicked (the sender was dropped): report its panic.
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
         }
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: hung for {secs}s"),
     }
@@ -327,7 +328,7 @@ fn barrier_freeze_sees_no_outstanding_write() {
                     while !stop.load(SeqCst) {
                         let t = b.enter_owned();
                         in_flight.fetch_add(1, SeqCst);
-                        if n % 2 == 0 {
+                        if n.is_multiple_of(2) {
                             tx.send(t).unwrap();
                         } else {
                             in_flight.fetch_sub(1, SeqCst);

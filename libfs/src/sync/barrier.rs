@@ -68,11 +68,13 @@ impl WriteBarrier {
         }
     }
 
+    #[inline]
     fn my_shard(&self) -> usize {
         thread_slot() & (self.shards.len() - 1)
     }
 
     /// Enters, waiting while the barrier is frozen.
+    #[inline]
     pub fn enter(&self) -> Token<'_> {
         let shard = self.my_shard();
         loop {
@@ -90,6 +92,7 @@ impl WriteBarrier {
     }
 
     /// Enters unless the barrier is frozen.
+    #[inline]
     pub fn try_enter(&self) -> Option<Token<'_>> {
         let shard = self.my_shard();
         self.try_enter_shard(shard).then(|| Token {
@@ -120,6 +123,7 @@ impl WriteBarrier {
         })
     }
 
+    #[inline]
     fn try_enter_shard(&self, shard: usize) -> bool {
         let old = self.shards[shard].fetch_add(1, Ordering::Acquire);
         debug_assert!(
@@ -133,6 +137,7 @@ impl WriteBarrier {
         false
     }
 
+    #[inline]
     fn leave(&self, shard: usize) {
         let old = self.shards[shard].fetch_sub(1, Ordering::Release);
         debug_assert!(old & COUNT_MASK != 0, "write barrier token released twice");
@@ -200,6 +205,7 @@ pub struct Token<'a> {
 }
 
 impl Drop for Token<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.barrier.leave(self.shard);
     }
@@ -215,6 +221,7 @@ pub struct OwnedToken {
 }
 
 impl Drop for OwnedToken {
+    #[inline]
     fn drop(&mut self) {
         self.barrier.leave(self.shard);
     }

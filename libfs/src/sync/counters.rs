@@ -55,16 +55,19 @@ impl ShardedCounter {
         }
     }
 
+    #[inline]
     fn mine(&self) -> &AtomicI64 {
         &self.shards[thread_slot() & (self.shards.len() - 1)]
     }
 
     /// Adds `v` to this thread's shard.
+    #[inline]
     pub fn add(&self, v: i64) {
         self.mine().fetch_add(v, Ordering::Relaxed);
     }
 
     /// Subtracts `v` from this thread's shard.
+    #[inline]
     pub fn sub(&self, v: i64) {
         self.mine().fetch_sub(v, Ordering::Relaxed);
     }
@@ -130,11 +133,13 @@ impl AvailableCounter {
         }
     }
 
+    #[inline]
     fn slot(&self) -> usize {
         thread_slot() & (self.caches.len() - 1)
     }
 
     /// Takes `n` units if available (see the module docs for what "available" means here).
+    #[inline]
     pub fn try_take(&self, n: u64) -> bool {
         let slot = self.slot();
         let c = &self.caches[slot];
@@ -191,6 +196,7 @@ impl AvailableCounter {
     }
 
     /// Returns `n` units.
+    #[inline]
     pub fn put(&self, n: u64) {
         if self.in_debt.load(Ordering::SeqCst) {
             return self.put_to_pool(n);

@@ -89,6 +89,7 @@ pub(crate) fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, 
 /// machine with few threads each gets its own shard. Under the model checkers the number is
 /// derived from the checker's thread id, so that it is the same in every explored execution.
 #[cfg(not(any(loom, shuttle)))]
+#[inline]
 pub fn thread_slot() -> usize {
     use std::cell::Cell;
     use std::sync::atomic::AtomicUsize as StdAtomicUsize;

@@ -32,8 +32,8 @@
 //! The whole state — reader count, intent and write bits, one "waiting" bit per lock type and
 //! the sequence number — is one `AtomicU64`, so every acquisition and release is one atomic
 //! read-modify-write and uncontended use never touches the mutex. A thread that cannot get the
-//! lock first spins briefly (readers and intent lockers only; a writer waits for readers, who
-//! may hold the lock for a long time, so it parks at once), then takes the lock's mutex, sets
+//! lock first spins briefly (a writer, after claiming write, spins while the readers it waits
+//! for drain, since new ones are already kept out), then takes the lock's mutex, sets
 //! its type's waiting bit and retries once more before sleeping on that type's condition
 //! variable. An unlock whose read-modify-write saw a waiting bit takes the mutex, clears the
 //! bit and wakes every waiter of that type. Both the bit-set and the unlock are RMWs on the same
@@ -73,10 +73,11 @@ const WAIT_WRITE: u64 = 1 << 30;
 const SEQ_SHIFT: u32 = 32;
 const SEQ_ONE: u64 = 1 << SEQ_SHIFT;
 
-/// How many rounds of exponential spinning a reader or intent locker does before parking
-/// (1+2+...+2^(SPIN_ROUNDS-1) `spin_loop` hints, then a few yields). None under the model
-/// checkers, where spinning only multiplies the explored schedules.
-const SPIN_ROUNDS: u32 = if cfg!(any(loom, shuttle)) { 0 } else { 7 };
+/// How many times a waiter retries before parking, with up to `SPIN_STEP` `spin_loop` hints
+/// between tries (exponential up to that cap, then a few yields): a few µs. None under the
+/// model checkers, where spinning only multiplies the explored schedules.
+const SPIN_ROUNDS: u32 = if cfg!(any(loom, shuttle)) { 0 } else { 40 };
+const SPIN_STEP: u32 = 8;
 const YIELD_ROUNDS: u32 = if cfg!(any(loom, shuttle)) { 0 } else { 2 };
 
 fn wait_bit(t: SixLockType) -> u64 {
@@ -147,6 +148,7 @@ impl SixLock {
     // ---- read ----
 
     /// Takes a read hold, waiting while write is claimed.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn lock_read(&self) {
         held::check_before_block(self, SixLockType::Read);
@@ -157,6 +159,7 @@ impl SixLock {
     }
 
     /// Takes a read hold if write is not claimed.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn try_lock_read(&self) -> bool {
         let ok = self.try_read_raw();
@@ -167,6 +170,7 @@ impl SixLock {
     }
 
     /// Releases one read hold (from any thread).
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn unlock_read(&self) {
         held::forget(self, SixLockType::Read);
@@ -177,6 +181,7 @@ impl SixLock {
         }
     }
 
+    #[inline]
     fn try_read_raw(&self) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
@@ -199,6 +204,7 @@ impl SixLock {
     // ---- intent ----
 
     /// Takes the intent hold, waiting while another thread has it.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn lock_intent(&self) {
         held::check_before_block(self, SixLockType::Intent);
@@ -209,6 +215,7 @@ impl SixLock {
     }
 
     /// Takes the intent hold if nobody has it.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn try_lock_intent(&self) -> bool {
         let ok = self.try_intent_raw();
@@ -220,6 +227,7 @@ impl SixLock {
 
     /// Releases one intent hold (the last one wakes intent waiters). The caller must not still
     /// hold write through this hold.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn unlock_intent(&self) {
         held::forget(self, SixLockType::Intent);
@@ -236,6 +244,7 @@ impl SixLock {
         }
     }
 
+    #[inline]
     fn try_intent_raw(&self) -> bool {
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
@@ -266,7 +275,7 @@ impl SixLock {
             let old = self.state.fetch_add(WRITE + SEQ_ONE, Ordering::Acquire);
             debug_assert!(old & INTENT != 0, "lock_write without intent");
             debug_assert!(old & WRITE == 0, "lock_write while write is held");
-            if old & READ_MASK != 0 {
+            if old & READ_MASK != 0 && !self.spin_readers_gone() {
                 self.wait_readers_gone();
             }
         }
@@ -323,6 +332,20 @@ impl SixLock {
         }
     }
 
+    /// After claiming write: spin briefly while the (now fixed set of) readers drain.
+    fn spin_readers_gone(&self) -> bool {
+        for round in 0..SPIN_ROUNDS {
+            for _ in 0..(1u32 << round.min(3)).min(SPIN_STEP) {
+                super::spin_loop();
+            }
+            if self.state.load(Ordering::Acquire) & READ_MASK == 0 {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[cold]
     fn wait_readers_gone(&self) {
         let mut g = lock(&self.wait_lock);
         loop {
@@ -373,6 +396,7 @@ impl SixLock {
 
     /// The sequence number: changes when write is claimed and when it is released (odd while
     /// write is claimed). Save it before unlocking to [`relock`](Self::relock) later.
+    #[inline]
     pub fn seq(&self) -> u32 {
         seq_of(self.state.load(Ordering::Acquire))
     }
@@ -380,6 +404,7 @@ impl SixLock {
     /// Takes a `Read` or `Intent` hold only if the sequence number is still `seq`: on success
     /// nothing was written since `seq` was read. Never waits. `Write` is not relockable (take
     /// intent by relock, then write) and returns `false`.
+    #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn relock(&self, t: SixLockType, seq: u32) -> bool {
         let (blocked_by, add) = match t {
@@ -535,7 +560,7 @@ impl SixLock {
     fn lock_slow(&self, t: SixLockType) {
         // Optimistic spinning: holds are usually short (a pointer swap under write).
         for round in 0..SPIN_ROUNDS {
-            for _ in 0..(1u32 << round) {
+            for _ in 0..(1u32 << round.min(3)).min(SPIN_STEP) {
                 super::spin_loop();
             }
             if self.try_raw(t) {
@@ -582,9 +607,9 @@ impl SixLock {
 ///
 /// Every successful `lock*`/`try_lock*`/`relock`/`try_upgrade`/`increment` adds an entry (lock
 /// address, type, caller location); every `unlock*` by the same thread removes the newest
-/// matching entry. An unlock on another thread finds nothing to remove, so a thread that hands a
-/// hold to another must call [`disown`] first. In release builds, and under the model
-/// checkers, the record is empty and every function here does nothing.
+/// matching entry. An unlock on another thread finds nothing to remove, so a thread that hands
+/// a hold to another must call [`disown`](held::disown) first. In release builds, and under the
+/// model checkers, the record is empty and every function here does nothing.
 pub mod held {
     use super::{SixLock, SixLockType};
 
@@ -612,21 +637,23 @@ pub mod held {
             std::ptr::from_ref(l) as usize
         }
 
+        // `try_with` everywhere: an unlock while the thread's locals are being destroyed finds
+        // no record instead of panicking.
+
         #[track_caller]
         pub(super) fn note(l: &SixLock, ty: SixLockType) {
             let at = std::panic::Location::caller();
-            HELD.with(|h| {
-                h.borrow_mut().push(HeldLock {
-                    lock: addr(l),
-                    ty,
-                    at,
-                })
-            });
+            let held = HeldLock {
+                lock: addr(l),
+                ty,
+                at,
+            };
+            let _ = HELD.try_with(|h| h.borrow_mut().push(held));
         }
 
         pub(super) fn forget(l: &SixLock, ty: SixLockType) {
             let a = addr(l);
-            HELD.with(|h| {
+            let _ = HELD.try_with(|h| {
                 let mut h = h.borrow_mut();
                 if let Some(i) = h.iter().rposition(|e| e.lock == a && e.ty == ty) {
                     h.remove(i);
@@ -635,23 +662,24 @@ pub mod held {
         }
 
         pub(super) fn holds(l: &SixLock, ty: SixLockType) -> bool {
-            let a = addr(l);
-            HELD.with(|h| h.borrow().iter().any(|e| e.lock == a && e.ty == ty))
+            find(l, ty).is_some()
         }
 
         pub(super) fn locks() -> Vec<HeldLock> {
-            HELD.with(|h| h.borrow().clone())
+            HELD.try_with(|h| h.borrow().clone()).unwrap_or_default()
         }
 
         fn find(l: &SixLock, ty: SixLockType) -> Option<HeldLock> {
             let a = addr(l);
-            HELD.with(|h| {
+            HELD.try_with(|h| {
                 h.borrow()
                     .iter()
                     .rev()
                     .find(|e| e.lock == a && e.ty == ty)
                     .copied()
             })
+            .ok()
+            .flatten()
         }
 
         #[track_caller]
@@ -1098,5 +1126,89 @@ mod loom_tests {
             }
             assert!(!l.is_intent_locked());
         });
+    }
+}
+
+/// Shuttle (randomised schedules, more threads than loom can exhaust):
+/// `RUSTFLAGS="--cfg shuttle" cargo test -p sixfs --release --lib -- shuttle_tests`.
+#[cfg(all(test, shuttle))]
+mod shuttle_tests {
+    use super::*;
+    use shuttle::sync::Arc;
+    use shuttle::sync::atomic::AtomicI64;
+    use shuttle::thread;
+
+    /// Three threads mixing read, relock, upgrade, intent, write and downgrade on two locks,
+    /// checking exclusion with holder counters.
+    #[test]
+    fn three_threads_mixed() {
+        shuttle::check_random(
+            || {
+                let locks: Arc<Vec<(SixLock, AtomicI64, AtomicI64)>> = Arc::new(
+                    (0..2)
+                        .map(|_| (SixLock::new(), AtomicI64::new(0), AtomicI64::new(0)))
+                        .collect(),
+                );
+                let ts: Vec<_> = (0..3)
+                    .map(|t| {
+                        let locks = locks.clone();
+                        thread::spawn(move || {
+                            for k in 0..3usize {
+                                let (l, readers, writers) = &locks[(t + k) % 2];
+                                match (t + k) % 3 {
+                                    0 => {
+                                        l.lock_read();
+                                        readers.fetch_add(1, Ordering::SeqCst);
+                                        assert_eq!(writers.load(Ordering::SeqCst), 0);
+                                        let seq = l.seq();
+                                        readers.fetch_sub(1, Ordering::SeqCst);
+                                        l.unlock_read();
+                                        if l.relock(SixLockType::Read, seq) {
+                                            assert_eq!(writers.load(Ordering::SeqCst), 0);
+                                            l.unlock_read();
+                                        }
+                                    }
+                                    1 => {
+                                        l.lock_read();
+                                        if l.try_upgrade() {
+                                            l.lock_write();
+                                            writers.fetch_add(1, Ordering::SeqCst);
+                                            assert_eq!(readers.load(Ordering::SeqCst), 0);
+                                            writers.fetch_sub(1, Ordering::SeqCst);
+                                            l.unlock_write();
+                                            l.unlock_intent();
+                                        } else {
+                                            l.unlock_read();
+                                        }
+                                    }
+                                    _ => {
+                                        l.lock_intent();
+                                        l.lock_write();
+                                        writers.fetch_add(1, Ordering::SeqCst);
+                                        assert_eq!(readers.load(Ordering::SeqCst), 0);
+                                        writers.fetch_sub(1, Ordering::SeqCst);
+                                        l.unlock_write();
+                                        l.downgrade();
+                                        readers.fetch_add(1, Ordering::SeqCst);
+                                        assert_eq!(writers.load(Ordering::SeqCst), 0);
+                                        readers.fetch_sub(1, Ordering::SeqCst);
+                                        l.unlock_read();
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for t in ts {
+                    t.join().unwrap();
+                }
+                for (l, _, _) in locks.iter() {
+                    assert_eq!(l.readers(), 0);
+                    assert!(!l.is_intent_locked());
+                    assert_eq!(l.seq() % 2, 0);
+                }
+            },
+            2_000,
+        );
     }
 }

@@ -383,6 +383,10 @@ pub fn guard_two<'a, 'b>(
 }
 
 /// The per-thread record of two-state holds: (lock address, state, count).
+#[allow(
+    clippy::missing_const_for_thread_local,
+    reason = "the same declaration must also compile with loom's thread_local!, which has no const form"
+)]
 mod record {
     use super::{TwoState, TwoStateLock};
     use std::cell::RefCell;
@@ -395,14 +399,18 @@ mod record {
         std::ptr::from_ref(l) as usize
     }
 
+    // `try_with`: a guard dropped while the thread's locals are being destroyed finds no
+    // record instead of panicking.
+
     pub(super) fn holds(l: &TwoStateLock, s: TwoState) -> bool {
         let a = addr(l);
-        HELD.with(|h| h.borrow().iter().any(|e| e.0 == a && e.1 == s))
+        HELD.try_with(|h| h.borrow().iter().any(|e| e.0 == a && e.1 == s))
+            .unwrap_or(false)
     }
 
     pub(super) fn add(l: &TwoStateLock, s: TwoState) {
         let a = addr(l);
-        HELD.with(|h| {
+        let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
             match h.iter_mut().find(|e| e.0 == a && e.1 == s) {
                 Some(e) => e.2 += 1,
@@ -413,7 +421,7 @@ mod record {
 
     pub(super) fn remove(l: &TwoStateLock, s: TwoState) {
         let a = addr(l);
-        HELD.with(|h| {
+        let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
             if let Some(i) = h.iter().position(|e| e.0 == a && e.1 == s) {
                 if h[i].2 > 1 {

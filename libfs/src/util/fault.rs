@@ -248,7 +248,7 @@ impl FaultSite {
             let (fire, spent) = match mode.trigger {
                 Trigger::Always => (true, false),
                 Trigger::Oneshot => (h == 1, h >= 1),
-                Trigger::EveryNth(n) => (n != 0 && h % n == 0, false),
+                Trigger::EveryNth(n) => (n != 0 && h.is_multiple_of(n), false),
                 Trigger::After(n) => (h > n, false),
                 Trigger::Times(n) => (h <= n, h >= n),
                 Trigger::Random { one_in, .. } => {
@@ -695,10 +695,10 @@ fn parse_command(cmd: &str) -> Result<Command, String> {
             }
             _ => return Err(format!("unknown word {w:?}")),
         };
-        if let Some(t) = t {
-            if trigger.replace(t).is_some() {
-                return Err("more than one trigger".into());
-            }
+        if let Some(t) = t
+            && trigger.replace(t).is_some()
+        {
+            return Err("more than one trigger".into());
         }
     }
     if off {

@@ -98,7 +98,12 @@ impl<T: Default> Default for GenRadix<T> {
     }
 }
 
+#[inline(always)]
 fn depth_of(leaf: u64) -> usize {
+    if leaf < FANOUT as u64 {
+        // The common case (the first 512 pages), without the division below.
+        return usize::from(leaf != 0);
+    }
     let bits = 64 - leaf.leading_zeros();
     bits.div_ceil(SHIFT) as usize
 }
@@ -162,9 +167,12 @@ impl<T> GenRadix<T> {
         // `install` (release CAS, loaded here with acquire), which stays allocated until
         // `&mut self` (drop/clear); the returned borrow is tied to `&self`.
         let leaf = unsafe { Self::leaf_ref(p) };
-        leaf.get(off)
+        debug_assert!(off < leaf.len());
+        // SAFETY: `off = idx % PER_LEAF` and every leaf has exactly `PER_LEAF` entries.
+        Some(unsafe { leaf.get_unchecked(off) })
     }
 
+    #[inline(always)]
     fn leaf_ptr(&self, leaf: u64) -> Option<*mut ()> {
         let d = depth_of(leaf);
         let mut p = self.roots[d].load(Ordering::Acquire);
@@ -515,7 +523,7 @@ mod tests {
     #[test]
     fn odd_element_size_never_straddles() {
         #[derive(Default)]
-        struct Odd([u8; 24]);
+        struct Odd(#[allow(dead_code)] [u8; 24]);
         assert_eq!(GenRadix::<Odd>::PER_LEAF, 170);
         let r: GenRadix<Odd> = GenRadix::new();
         r.get_or_alloc(169);
