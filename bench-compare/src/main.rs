@@ -48,9 +48,25 @@ struct Times {
 fn bench_sixfs(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
     let img = dir.join("sixfs.img");
     FileDevice::create_image(&img, 8 << 30).expect("create image");
-    let dev = Arc::new(FileDevice::open(&img, &OpenOptions { write: true, direct: false, exclusive: true }).expect("open"));
+    let dev = Arc::new(
+        FileDevice::open(
+            &img,
+            &OpenOptions {
+                write: true,
+                direct: false,
+                exclusive: true,
+            },
+        )
+        .expect("open"),
+    );
     format_device(&*dev, &FormatOptions::default()).expect("mkfs");
-    let s = Store::open(dev.clone() as Arc<dyn BlockDevice>, &StoreOptions { cache_nodes: 1 << 20 }).expect("open store");
+    let s = Store::open(
+        dev.clone() as Arc<dyn BlockDevice>,
+        &StoreOptions {
+            cache_nodes: 1 << 20,
+        },
+    )
+    .expect("open store");
     let bt = s.btree();
     let t = Instant::now();
     for chunk in keys.chunks(BATCH) {
@@ -67,7 +83,10 @@ fn bench_sixfs(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
     let t = Instant::now();
     for &k in lookups {
         let v = tr.get(BtreeId::Extents, pos(k)).expect("get");
-        assert!(v.is_some_and(|v| v.val[..8] == k.to_le_bytes()[..]), "lookup of {k} failed");
+        assert!(
+            v.is_some_and(|v| v.val[..8] == k.to_le_bytes()[..]),
+            "lookup of {k} failed"
+        );
     }
     let lookup = t.elapsed();
     let t = Instant::now();
@@ -83,7 +102,11 @@ fn bench_sixfs(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
     assert_eq!(n, keys.len());
     black_box(x);
     s.close().expect("close");
-    Times { insert, lookup, scan }
+    Times {
+        insert,
+        lookup,
+        scan,
+    }
 }
 
 fn bench_redb(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
@@ -120,7 +143,11 @@ fn bench_redb(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
     let scan = t.elapsed();
     assert_eq!(n, keys.len());
     black_box(x);
-    Times { insert, lookup, scan }
+    Times {
+        insert,
+        lookup,
+        scan,
+    }
 }
 
 fn bench_btreemap(keys: &[u64], lookups: &[u64]) -> Times {
@@ -139,18 +166,28 @@ fn bench_btreemap(keys: &[u64], lookups: &[u64]) -> Times {
     let lookup = t.elapsed();
     let t = Instant::now();
     let mut x = 0u64;
-    for (k, _) in &m {
+    for k in m.keys() {
         x ^= *k;
     }
     let scan = t.elapsed();
     black_box(x);
-    Times { insert, lookup, scan }
+    Times {
+        insert,
+        lookup,
+        scan,
+    }
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map(|a| a.parse().expect("N is a number")).unwrap_or(1_000_000);
-    let base = args.next().map(std::path::PathBuf::from).unwrap_or_else(|| std::env::current_dir().expect("cwd"));
+    let n: usize = args
+        .next()
+        .map(|a| a.parse().expect("N is a number"))
+        .unwrap_or(1_000_000);
+    let base = args
+        .next()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().expect("cwd"));
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     let mut rng = SmallRng::seed_from_u64(42);
     let mut keys: Vec<u64> = (0..n).map(|_| rng.r#gen()).collect();
@@ -162,7 +199,10 @@ fn main() {
 
     let six = bench_sixfs(dir.path(), &keys, &lookups);
     if std::env::var_os("SIXFS_BENCH_ONLY").is_some() {
-        println!("sixfs only: insert {:?} lookup {:?} scan {:?}", six.insert, six.lookup, six.scan);
+        println!(
+            "sixfs only: insert {:?} lookup {:?} scan {:?}",
+            six.insert, six.lookup, six.scan
+        );
         return;
     }
     let redb = bench_redb(dir.path(), &keys, &lookups);
@@ -170,8 +210,14 @@ fn main() {
 
     let n = keys.len() as f64;
     let rate = |d: Duration| n / d.as_secs_f64();
-    println!("{} random u64 keys, 16-byte values, {BATCH} keys per commit (one run)", keys.len());
-    println!("{:<10} {:>14} {:>14} {:>14} {:>12} {:>12}", "workload", "sixfs ops/s", "redb ops/s", "BTreeMap ops/s", "vs redb", "vs BTreeMap");
+    println!(
+        "{} random u64 keys, 16-byte values, {BATCH} keys per commit (one run)",
+        keys.len()
+    );
+    println!(
+        "{:<10} {:>14} {:>14} {:>14} {:>12} {:>12}",
+        "workload", "sixfs ops/s", "redb ops/s", "BTreeMap ops/s", "vs redb", "vs BTreeMap"
+    );
     for (name, a, b, c) in [
         ("insert", six.insert, redb.insert, map.insert),
         ("lookup", six.lookup, redb.lookup, map.lookup),

@@ -25,6 +25,8 @@
 //! `error` stands outside the order: it wraps each layer's error and holds the one errno table.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// Test data is small numbers cast freely; library code converts with checks.
+#![cfg_attr(test, allow(clippy::cast_possible_truncation))]
 
 pub mod btree;
 pub mod dev;

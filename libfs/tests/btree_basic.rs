@@ -1,10 +1,15 @@
 //! Basic store behaviour: inserts, lookups, overwrites, deletes, splits, clean and crash
 //! reopens.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 mod common;
 
 use common::*;
-use sixfs::dev::{BlockDevice, Survivors};
+use sixfs::dev::Survivors;
 use sixfs::format::bkey::{Key, Pos};
 use sixfs::format::btree_id::BtreeId;
 

@@ -4,6 +4,11 @@
 //! transaction commits for too long. Afterwards every counter equals the number of committed
 //! increments, the other keys are exactly what each thread last left, the structure checks,
 //! and the same holds after a clean reopen.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 mod common;
 
@@ -58,7 +63,10 @@ fn concurrent_transactions_keep_every_committed_operation() {
                                 .get(BtreeId::Inodes, counter_pos(c))?
                                 .map(|k| u64::from_le_bytes(k.val[..8].try_into().unwrap()))
                                 .unwrap_or(0);
-                            tr.update(BtreeId::Inodes, Key::cookie(counter_pos(c), &(cur + 1).to_le_bytes()))
+                            tr.update(
+                                BtreeId::Inodes,
+                                Key::cookie(counter_pos(c), &(cur + 1).to_le_bytes()),
+                            )
                         })
                         .expect("increment");
                         incs[c as usize] += 1;
@@ -66,10 +74,15 @@ fn concurrent_transactions_keep_every_committed_operation() {
                     4..=7 => {
                         // Insert a few of this thread's keys (interleaved with other threads').
                         let base = rng.gen_range(0..2000u64);
-                        let ks: Vec<u64> = (0..rng.gen_range(1..6)).map(|j| (base + j * 7) * THREADS + t).collect();
+                        let ks: Vec<u64> = (0..rng.gen_range(1..6))
+                            .map(|j| (base + j * 7) * THREADS + t)
+                            .collect();
                         bt.run(|tr| {
                             for k in &ks {
-                                tr.update(BtreeId::Extents, Key::cookie(key_pos(*k), &val(*k, op)))?;
+                                tr.update(
+                                    BtreeId::Extents,
+                                    Key::cookie(key_pos(*k), &val(*k, op)),
+                                )?;
                             }
                             Ok(())
                         })
@@ -107,7 +120,9 @@ fn concurrent_transactions_keep_every_committed_operation() {
             last = (p, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(20) {
             stop.store(true, Ordering::Relaxed);
-            panic!("watchdog: no transaction committed for 20 s (after {p} operations): deadlock or livelock");
+            panic!(
+                "watchdog: no transaction committed for 20 s (after {p} operations): deadlock or livelock"
+            );
         }
     }
     let mut total = vec![0u64; COUNTERS as usize];
@@ -122,8 +137,13 @@ fn concurrent_transactions_keep_every_committed_operation() {
     let verify = |s: &sixfs::recovery::Store| {
         let counters = dump(s.btree(), BtreeId::Inodes);
         for c in 0..COUNTERS {
-            let got = counters.get(&counter_pos(c)).map_or(0, |v| u64::from_le_bytes(v[..8].try_into().unwrap()));
-            assert_eq!(got, total[c as usize], "counter {c}: lost or duplicated increments");
+            let got = counters
+                .get(&counter_pos(c))
+                .map_or(0, |v| u64::from_le_bytes(v[..8].try_into().unwrap()));
+            assert_eq!(
+                got, total[c as usize],
+                "counter {c}: lost or duplicated increments"
+            );
         }
         let ext = dump_iter(s.btree(), BtreeId::Extents);
         let got: BTreeSet<Pos> = ext.keys().copied().collect();
@@ -140,10 +160,19 @@ fn concurrent_transactions_keep_every_committed_operation() {
         c.merges.load(Ordering::Relaxed),
         c.compactions.load(Ordering::Relaxed),
         c.root_splits.load(Ordering::Relaxed),
-        c.snapshot().into_iter().filter(|(n, v)| n.starts_with("restart") && *v > 0).collect::<Vec<_>>()
+        c.snapshot()
+            .into_iter()
+            .filter(|(n, v)| n.starts_with("restart") && *v > 0)
+            .collect::<Vec<_>>()
     );
-    assert!(c.splits.load(Ordering::Relaxed) > 0, "no splits: the test did not exercise structural changes");
-    assert!(c.merges.load(Ordering::Relaxed) > 0, "no merges: the test did not exercise structural changes");
+    assert!(
+        c.splits.load(Ordering::Relaxed) > 0,
+        "no splits: the test did not exercise structural changes"
+    );
+    assert!(
+        c.merges.load(Ordering::Relaxed) > 0,
+        "no merges: the test did not exercise structural changes"
+    );
     s.close().unwrap();
     let s2 = open(dev);
     verify(&s2);

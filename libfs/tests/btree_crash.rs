@@ -7,6 +7,11 @@
 //! CI tier: `cargo nextest run -p sixfs --test btree_crash` (≥ 500 crash states).
 //! Long tier: `SIXFS_CRASH_TIER=long cargo nextest run --release -p sixfs --test btree_crash`
 //! (≥ 10,000 states; figures in docs/testing.md).
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 mod common;
 
@@ -50,6 +55,8 @@ fn tier() -> Tier {
 }
 
 type Model = BTreeMap<(BtreeId, Pos), Vec<u8>>;
+/// A committed transaction: its journal seq and its writes (`None` = delete).
+type Txn = (u64, Vec<(BtreeId, Pos, Option<Vec<u8>>)>);
 
 /// Runs the workload; returns the transactions (seq, effect) and the acknowledgements
 /// (device flush count when the flush returned, seq made durable).
@@ -58,10 +65,7 @@ fn workload(
     dev: &sixfs::dev::CrashDevice,
     seed: u64,
     txns: usize,
-) -> (
-    Vec<(u64, Vec<(BtreeId, Pos, Option<Vec<u8>>)>)>,
-    Vec<(u64, u64)>,
-) {
+) -> (Vec<Txn>, Vec<(u64, u64)>) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut model: Model = BTreeMap::new();
     let mut history = Vec::new();
@@ -110,7 +114,7 @@ fn workload(
     (history, acks)
 }
 
-fn expected(history: &[(u64, Vec<(BtreeId, Pos, Option<Vec<u8>>)>)], upto: u64) -> Model {
+fn expected(history: &[Txn], upto: u64) -> Model {
     let mut m = Model::new();
     for (seq, ops) in history {
         if *seq <= upto {

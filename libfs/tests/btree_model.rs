@@ -2,6 +2,11 @@
 //! ways, flush, clean reopen, crash reopen) against a `BTreeMap` model, on the crash device.
 //! After a crash the store must hold exactly the transactions up to the journal seq it
 //! recovered to, and at least everything a completed flush acknowledged.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 mod common;
 

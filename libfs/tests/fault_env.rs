@@ -1,5 +1,10 @@
 //! `SIXFS_FAULTS` configures sites when the registry is first used (its own test binary, so
 //! the variable is set before anything in this process touches the registry).
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 #[test]
 fn env_var_arms_sites() {

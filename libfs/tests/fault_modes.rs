@@ -3,6 +3,11 @@
 //!
 //! The registry is process-global; each test here uses its own site names, so the tests can
 //! share one process.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 use proptest::prelude::*;
 use sixfs::util::fault::{self, Action, FaultMode, Selector, Trigger};

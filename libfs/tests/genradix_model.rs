@@ -1,5 +1,10 @@
 //! Generic radix tree against a `BTreeMap` model (proptest), plus a concurrent
 //! `get_or_alloc` stress test.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 use proptest::prelude::*;
 use sixfs::util::genradix::GenRadix;

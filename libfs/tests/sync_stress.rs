@@ -2,6 +2,11 @@
 //! overlaps a reader, the two states of a two-state lock never overlap, freeze never returns
 //! with a token outstanding, counters sum exactly. Each test has a watchdog, so a lost wakeup
 //! fails the test instead of hanging it.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -1,6 +1,11 @@
 //! Bad input gets a one-line error and a non-zero exit, never a panic and never a write:
 //! truncated files, random bytes, a checksummed superblock with absurd sizes, another
 //! filesystem's image, a directory, a missing path.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -44,7 +49,7 @@ fn truncated_random_and_zero_images_are_refused() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x as u8
+            x.to_le_bytes()[0]
         })
         .collect();
     std::fs::write(&random, &bytes).unwrap();

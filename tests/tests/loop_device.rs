@@ -1,5 +1,10 @@
 //! mkfs, show-super and fsck on a real block device (a loop device), when the machine
 //! allows loop devices; otherwise the test says why it skipped.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,5 +1,10 @@
 //! mkfs on an image file, then show-super shows what was asked for; mkfs refuses what it
 //! must refuse and writes nothing when it does.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 use sixfs_e2e::{file_digest, run, scratch};
 

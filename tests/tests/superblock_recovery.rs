@@ -1,5 +1,10 @@
 //! A garbage primary superblock is survived: show-super and fsck work from a backup, and
 //! `fsck -y` repairs the primary.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    reason = "test code"
+)]
 
 use std::os::unix::fs::FileExt;
 
@@ -26,7 +31,7 @@ fn garbage_primary_is_survived_and_repaired_by_fsck() {
     // Overwrite the primary copy with garbage.
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     let garbage: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
         .collect();
     f.write_all_at(&garbage, 4096).unwrap();
     drop(f);

@@ -113,9 +113,4 @@ impl NodeCache {
             }
         }
     }
-
-    /// All cached nodes (for flushing and checks).
-    pub(crate) fn nodes(&self) -> Vec<Arc<Node>> {
-        self.map.lock().values().cloned().collect()
-    }
 }

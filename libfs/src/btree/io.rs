@@ -59,7 +59,7 @@ pub(crate) fn read_node_raw(
     if base
         .checked_add(node_size as u64)
         .is_none_or(|e| e > dev.len())
-        || base % node_size as u64 != 0
+        || !base.is_multiple_of(node_size as u64)
     {
         return Err(bad(
             base,
@@ -358,7 +358,7 @@ pub(crate) fn written_sectors(node: &Node) -> u32 {
 }
 
 /// Writes an empty root leaf for `btree` at `addr` (mkfs) and returns its pointer.
-pub fn format_empty_root(
+pub(crate) fn format_empty_root(
     dev: &dyn BlockDevice,
     cfg: &BtreeConfig,
     btree: BtreeId,

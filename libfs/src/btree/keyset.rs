@@ -17,13 +17,39 @@
 
 use crate::format::bkey::{KEY_HEADER_BYTES, KeyRef, KeyType, Pos, encode_key};
 
+/// An index entry: the position (searched) and where the record is. 24 bytes, so a search
+/// touches as few cache lines as possible; the record's length and type are in its header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ent {
-    pub(crate) pos: Pos,
+    inode: u64,
+    offset: u64,
+    snapshot: u32,
     off: u32,
-    len: u16,
-    typ: KeyType,
 }
+
+impl Ent {
+    #[inline]
+    fn new(pos: Pos, off: u32) -> Ent {
+        Ent {
+            inode: pos.inode,
+            offset: pos.offset,
+            snapshot: pos.snapshot,
+            off,
+        }
+    }
+
+    /// The key's position.
+    #[inline]
+    pub(crate) fn pos(&self) -> Pos {
+        Pos {
+            inode: self.inode,
+            offset: self.offset,
+            snapshot: self.snapshot,
+        }
+    }
+}
+
+const _: () = assert!(size_of::<Ent>() == 24);
 
 /// Entries per index sample.
 const STRIDE: usize = 16;
@@ -49,7 +75,10 @@ impl Bloom {
 
     fn with_keys(n: usize) -> Bloom {
         let nblocks = (n * 10).div_ceil(512).max(1);
-        Bloom { blocks: vec![[0u64; 8]; nblocks], keys: 0 }
+        Bloom {
+            blocks: vec![[0u64; 8]; nblocks],
+            keys: 0,
+        }
     }
 
     #[inline]
@@ -97,6 +126,8 @@ pub(crate) struct KeySet {
     ents: Vec<Ent>,
     live_bytes: usize,
     index: Vec<Pos>,
+    /// Every `STRIDE`-th sample of `index` (a second level, small enough to stay cached).
+    top: Vec<Pos>,
     bloom: Bloom,
 }
 
@@ -111,6 +142,7 @@ impl KeySet {
             ents: Vec::with_capacity(keys),
             live_bytes: 0,
             index: Vec::new(),
+            top: Vec::new(),
             bloom: Bloom::default(),
         }
     }
@@ -119,12 +151,20 @@ impl KeySet {
     /// the index and keeps the filter up to date).
     pub(crate) fn finish(&mut self) {
         self.index.clear();
+        self.top.clear();
         if self.ents.len() >= INDEX_MIN {
-            self.index.extend(self.ents.iter().step_by(STRIDE).map(|e| e.pos));
+            self.index
+                .extend(self.ents.iter().step_by(STRIDE).map(|e| e.pos()));
+        }
+        if self.index.len() >= INDEX_MIN {
+            self.top.extend(self.index.iter().step_by(STRIDE).copied());
         }
         self.rebuild_bloom(self.ents.len());
         debug_assert!(
-            self.index.iter().enumerate().all(|(i, p)| self.ents[i * STRIDE].pos == *p)
+            self.index
+                .iter()
+                .enumerate()
+                .all(|(i, p)| self.ents[i * STRIDE].pos() == *p)
         );
     }
 
@@ -134,9 +174,16 @@ impl KeySet {
         if self.index.is_empty() {
             return (0, self.ents.len());
         }
-        // index[j] is the first sample not satisfying `pred`: the answer is in
-        // ((j-1)*STRIDE, j*STRIDE].
-        let j = self.index.partition_point(|p| pred(p));
+        // top[t] is the first top sample not satisfying `pred`, so the index's partition
+        // point is in ((t-1)*STRIDE, t*STRIDE]; likewise index[j] bounds the entries.
+        let j = if self.top.is_empty() {
+            self.index.partition_point(|p| pred(p))
+        } else {
+            let t = self.top.partition_point(|p| pred(p));
+            let lo = t.saturating_sub(1) * STRIDE;
+            let hi = (t * STRIDE).min(self.index.len());
+            lo + self.index[lo..hi].iter().take_while(|p| pred(p)).count()
+        };
         let lo = j.saturating_sub(1) * STRIDE;
         let hi = (j * STRIDE + 1).min(self.ents.len());
         (lo, hi)
@@ -146,32 +193,34 @@ impl KeySet {
         self.ents.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ents.is_empty()
-    }
-
     /// Encoded bytes of the live records.
     pub(crate) fn live_bytes(&self) -> usize {
         self.live_bytes
-    }
-
-    /// Bytes of memory used.
-    pub(crate) fn mem_bytes(&self) -> usize {
-        self.buf.capacity() + self.ents.capacity() * size_of::<Ent>()
     }
 
     /// Index of the first entry with position ≥ `pos`.
     #[inline]
     pub(crate) fn lower_bound(&self, pos: Pos) -> usize {
         let (lo, hi) = self.block(|p| *p < pos);
-        lo + self.ents[lo..hi].partition_point(|e| e.pos < pos)
+        let b = &self.ents[lo..hi];
+        // A block is a few adjacent cache lines: scan it in order.
+        lo + if b.len() <= 2 * STRIDE {
+            b.iter().take_while(|e| e.pos() < pos).count()
+        } else {
+            b.partition_point(|e| e.pos() < pos)
+        }
     }
 
     /// Index of the first entry with position > `pos`.
     #[inline]
     pub(crate) fn upper_bound(&self, pos: Pos) -> usize {
         let (lo, hi) = self.block(|p| *p <= pos);
-        lo + self.ents[lo..hi].partition_point(|e| e.pos <= pos)
+        let b = &self.ents[lo..hi];
+        lo + if b.len() <= 2 * STRIDE {
+            b.iter().take_while(|e| e.pos() <= pos).count()
+        } else {
+            b.partition_point(|e| e.pos() <= pos)
+        }
     }
 
     #[inline]
@@ -179,70 +228,77 @@ impl KeySet {
         self.ents.get(i)
     }
 
+    /// The record bytes of entry `i`.
+    #[inline]
+    pub(crate) fn record(&self, i: usize) -> Option<&[u8]> {
+        let e = self.ents.get(i)?;
+        let off = e.off as usize;
+        let hdr = self.buf.get(off..off + 2)?;
+        let len = usize::from(u16::from_le_bytes([hdr[0], hdr[1]]));
+        self.buf.get(off..off + len)
+    }
+
     /// The key at entry `i`.
     #[inline]
     pub(crate) fn key(&self, i: usize) -> Option<KeyRef<'_>> {
-        let e = self.ents.get(i)?;
-        let off = e.off as usize;
-        let rec = self.buf.get(off..off + usize::from(e.len))?;
+        let rec = self.record(i)?;
         let size = u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]);
         Some(KeyRef {
-            pos: e.pos,
-            typ: e.typ,
+            pos: self.ents.get(i)?.pos(),
+            typ: KeyType::from_u8(rec[2]).unwrap_or(KeyType::Deleted),
             size,
             val: &rec[KEY_HEADER_BYTES..],
         })
     }
 
-    /// The record bytes of entry `i`.
-    pub(crate) fn record(&self, i: usize) -> Option<&[u8]> {
-        let e = self.ents.get(i)?;
-        let off = e.off as usize;
-        self.buf.get(off..off + usize::from(e.len))
-    }
-
     fn rebuild_bloom(&mut self, capacity: usize) {
         self.bloom = Bloom::with_keys(capacity.max(64));
         for e in &self.ents {
-            self.bloom.add(e.pos);
+            self.bloom.add(e.pos());
         }
     }
 
-    /// Exact lookup.
+    /// Exact lookup, skipping the search when the filter rules the key out.
     #[inline]
     pub(crate) fn find(&self, pos: Pos) -> Option<usize> {
         if !self.bloom.may_contain(pos) {
             return None;
         }
+        self.find_unfiltered(pos)
+    }
+
+    /// Exact lookup without consulting the filter (for the last set searched, where a
+    /// present key would pay for the filter and an absent one gains little).
+    #[inline]
+    pub(crate) fn find_unfiltered(&self, pos: Pos) -> Option<usize> {
         let i = self.lower_bound(pos);
-        (self.ents.get(i)?.pos == pos).then_some(i)
+        (self.ents.get(i)?.pos() == pos).then_some(i)
     }
 
     fn append_record(&mut self, k: &KeyRef<'_>) -> Ent {
         let off = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
         encode_key(&mut self.buf, k.pos, k.typ, k.size, k.val);
-        let len = u16::try_from(k.encoded_len()).unwrap_or(u16::MAX);
-        Ent {
-            pos: k.pos,
-            off,
-            len,
-            typ: k.typ,
-        }
+        Ent::new(k.pos, off)
     }
 
     /// Inserts or replaces `k`. Returns the length of the record it replaced, if any.
     pub(crate) fn insert(&mut self, k: &KeyRef<'_>) -> Option<usize> {
         self.index.clear();
+        self.top.clear();
         if self.bloom.full() || self.bloom.blocks.is_empty() {
             self.rebuild_bloom((self.ents.len() + 1) * 2);
         }
         self.bloom.add(k.pos);
         let e = self.append_record(k);
         let i = self.lower_bound(k.pos);
-        self.live_bytes += usize::from(e.len);
+        self.live_bytes += k.encoded_len();
+        let prev = self
+            .record(i)
+            .filter(|_| self.ents[i].pos() == k.pos)
+            .map(<[u8]>::len);
         match self.ents.get_mut(i) {
-            Some(old) if old.pos == k.pos => {
-                let prev = usize::from(old.len);
+            Some(old) if old.pos() == k.pos => {
+                let prev = prev.unwrap_or(0);
                 *old = e;
                 self.live_bytes -= prev;
                 Some(prev)
@@ -257,9 +313,9 @@ impl KeySet {
     /// Appends `k`, which must sort after every key in the set.
     /// Call [`KeySet::finish`] after the last push.
     pub(crate) fn push_sorted(&mut self, k: &KeyRef<'_>) {
-        debug_assert!(self.ents.last().is_none_or(|l| l.pos < k.pos));
+        debug_assert!(self.ents.last().is_none_or(|l| l.pos() < k.pos));
         let e = self.append_record(k);
-        self.live_bytes += usize::from(e.len);
+        self.live_bytes += k.encoded_len();
         self.ents.push(e);
     }
 
@@ -276,13 +332,8 @@ impl KeySet {
             let Some(pos) = crate::format::bkey::peek_pos(&records[at..]) else {
                 break;
             };
-            let typ = KeyType::from_u8(records[at + 2]).unwrap_or(KeyType::Deleted);
-            s.ents.push(Ent {
-                pos,
-                off: u32::try_from(at).unwrap_or(u32::MAX),
-                len: u16::try_from(len).unwrap_or(u16::MAX),
-                typ,
-            });
+            s.ents
+                .push(Ent::new(pos, u32::try_from(at).unwrap_or(u32::MAX)));
             s.live_bytes += len;
             at += len;
         }
@@ -316,9 +367,9 @@ impl KeySet {
             let mut best: Option<(Pos, usize)> = None;
             for (si, s) in sets.iter().enumerate() {
                 if let Some(e) = s.ents.get(idx[si])
-                    && best.is_none_or(|(p, _)| e.pos <= p)
+                    && best.is_none_or(|(p, _)| e.pos() <= p)
                 {
-                    best = Some((e.pos, si));
+                    best = Some((e.pos(), si));
                 }
             }
             let Some((pos, si)) = best else { break };
@@ -328,7 +379,7 @@ impl KeySet {
                 out.push_sorted(&k);
             }
             for (sj, s) in sets.iter().enumerate() {
-                if s.ents.get(idx[sj]).is_some_and(|e| e.pos == pos) {
+                if s.ents.get(idx[sj]).is_some_and(|e| e.pos() == pos) {
                     idx[sj] += 1;
                 }
             }
@@ -339,6 +390,7 @@ impl KeySet {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "small test values")]
 mod tests {
     use super::*;
     use crate::format::bkey::Key;
@@ -367,7 +419,7 @@ mod tests {
         }
 
         #[test]
-        fn indexed_search_matches_a_plain_one(keys in proptest::collection::btree_set(0u64..100_000, 0..3000), probes in proptest::collection::vec(0u64..100_001, 1..200)) {
+        fn indexed_search_matches_a_plain_one(keys in proptest::collection::btree_set(0u64..100_000, 0..6000), probes in proptest::collection::vec(0u64..100_001, 1..200)) {
             let mut s = KeySet::new();
             for &k in &keys {
                 s.push_sorted(&Key::cookie(Pos::new(0, k, 0), b"").as_ref());
@@ -375,8 +427,8 @@ mod tests {
             s.finish();
             for p in probes {
                 let pos = Pos::new(0, p, 0);
-                prop_assert_eq!(s.lower_bound(pos), s.ents.partition_point(|e| e.pos < pos));
-                prop_assert_eq!(s.upper_bound(pos), s.ents.partition_point(|e| e.pos <= pos));
+                prop_assert_eq!(s.lower_bound(pos), s.ents.partition_point(|e| e.pos() < pos));
+                prop_assert_eq!(s.upper_bound(pos), s.ents.partition_point(|e| e.pos() <= pos));
             }
         }
 
@@ -403,7 +455,7 @@ mod tests {
         fn merge_takes_the_newest_version(a in proptest::collection::vec((0u64..32, any::<bool>()), 0..50),
                                           b in proptest::collection::vec((0u64..32, any::<bool>()), 0..50)) {
             let mut m: BTreeMap<Pos, Key> = BTreeMap::new();
-            let mut sets = vec![KeySet::new(), KeySet::new()];
+            let mut sets = [KeySet::new(), KeySet::new()];
             for (i, ops) in [a, b].into_iter().enumerate() {
                 for (p, del) in ops {
                     let pos = Pos::new(p, 0, 0);

@@ -1,10 +1,10 @@
 //! The copy-on-write btree store: every piece of metadata lives as a key in one of its
 //! btrees.
 //!
-//! - [`keyset`]: sorted key sets (in-memory bsets); [`node`]: nodes and their locking contract;
-//! - [`cache`]: nodes by address, bounded; [`io`]: reading and writing nodes;
+//! - `keyset`: sorted key sets (in-memory bsets); `node`: nodes and their locking contract;
+//! - `cache`: nodes by address, bounded; `io`: reading and writing nodes;
 //! - [`trans`]: transactions — lookups, iterators, queued updates, commit, restarts;
-//! - [`interior`]: splits, compactions, merges and root changes (copy-on-write);
+//! - `interior`: splits, compactions, merges and root changes (copy-on-write);
 //! - [`node_alloc`]: where nodes go on disk; [`check`]: the structural check.
 //!
 //! Locking rules (see `docs/locking.md`):
@@ -19,13 +19,13 @@
 //! seal the keys under a read lock and write after releasing it. Structural changes write new
 //! nodes while holding intents (readers go on), which is what intent locks are for.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod check;
 mod error;
-pub mod interior;
-pub mod io;
-pub mod keyset;
-pub mod node;
+pub(crate) mod interior;
+pub(crate) mod io;
+pub(crate) mod keyset;
+pub(crate) mod node;
 pub mod node_alloc;
 pub mod trans;
 

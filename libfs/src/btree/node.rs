@@ -110,6 +110,10 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// A node with the given identity and contents.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a node's identity is eight plain fields"
+    )]
     pub(crate) fn new(
         btree: BtreeId,
         level: u8,
@@ -198,12 +202,13 @@ impl NodeData {
     /// The newest version of `pos` (whiteouts included).
     #[inline]
     pub(crate) fn get_raw(&self, pos: Pos) -> Option<KeyRef<'_>> {
-        for s in self.sets.iter().rev() {
+        let (oldest, newer) = self.sets.split_first()?;
+        for s in newer.iter().rev() {
             if let Some(i) = s.find(pos) {
                 return s.key(i);
             }
         }
-        None
+        oldest.find_unfiltered(pos).and_then(|i| oldest.key(i))
     }
 
     /// The live value at `pos`.
@@ -219,9 +224,9 @@ impl NodeData {
             for (si, s) in self.sets.iter().enumerate() {
                 let i = s.lower_bound(pos);
                 if let Some(e) = s.ent(i)
-                    && best.is_none_or(|(p, _, _)| e.pos <= p)
+                    && best.is_none_or(|(p, _, _)| e.pos() <= p)
                 {
-                    best = Some((e.pos, si, i));
+                    best = Some((e.pos(), si, i));
                 }
             }
             let (p, si, i) = best?;
@@ -243,9 +248,9 @@ impl NodeData {
                     continue;
                 }
                 if let Some(e) = s.ent(i - 1)
-                    && best.is_none_or(|(p, _, _)| e.pos >= p)
+                    && best.is_none_or(|(p, _, _)| e.pos() >= p)
                 {
-                    best = Some((e.pos, si, i - 1));
+                    best = Some((e.pos(), si, i - 1));
                 }
             }
             let (p, si, i) = best?;
@@ -259,15 +264,21 @@ impl NodeData {
 
     /// Calls `f` on every live key in `[pos, end]` in order (a k-way merge of the sets),
     /// until `f` returns false. Returns true if it stopped early or passed `end`.
-    pub(crate) fn for_each_from(&self, pos: Pos, end: Pos, mut f: impl FnMut(KeyRef<'_>) -> bool) -> bool {
-        let mut idx: smallvec::SmallVec<[usize; 4]> = self.sets.iter().map(|s| s.lower_bound(pos)).collect();
+    pub(crate) fn for_each_from(
+        &self,
+        pos: Pos,
+        end: Pos,
+        mut f: impl FnMut(KeyRef<'_>) -> bool,
+    ) -> bool {
+        let mut idx: smallvec::SmallVec<[usize; 4]> =
+            self.sets.iter().map(|s| s.lower_bound(pos)).collect();
         loop {
             let mut best: Option<(Pos, usize)> = None;
             for (si, s) in self.sets.iter().enumerate() {
                 if let Some(e) = s.ent(idx[si])
-                    && best.is_none_or(|(p, _)| e.pos <= p)
+                    && best.is_none_or(|(p, _)| e.pos() <= p)
                 {
-                    best = Some((e.pos, si));
+                    best = Some((e.pos(), si));
                 }
             }
             let Some((p, si)) = best else { return false };
@@ -276,7 +287,7 @@ impl NodeData {
             }
             let k = self.sets[si].key(idx[si]);
             for (sj, s) in self.sets.iter().enumerate() {
-                if s.ent(idx[sj]).is_some_and(|e| e.pos == p) {
+                if s.ent(idx[sj]).is_some_and(|e| e.pos() == p) {
                     idx[sj] += 1;
                 }
             }
@@ -293,11 +304,6 @@ impl NodeData {
     pub(crate) fn live_set(&self) -> KeySet {
         let refs: Vec<&KeySet> = self.sets.iter().collect();
         KeySet::merge(&refs, true)
-    }
-
-    /// Memory used by the key sets.
-    pub(crate) fn mem_bytes(&self) -> usize {
-        self.sets.iter().map(KeySet::mem_bytes).sum()
     }
 
     /// Inserts `k` into the unsealed insert set, starting one if needed, and keeps the number
@@ -349,6 +355,7 @@ impl NodeData {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "small test values")]
 mod tests {
     use super::*;
     use crate::format::bkey::Key;

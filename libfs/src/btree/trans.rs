@@ -106,7 +106,9 @@ impl<'a> BtreeTrans<'a> {
     /// Remembers that `leaf` (locked) was read at its current seq. If it was read before at
     /// another seq, the first one is kept: validation then fails, as it must.
     fn note_read(&mut self, leaf: &Arc<Node>) {
-        self.reads.entry(leaf.addr).or_insert_with(|| (leaf.clone(), leaf.lock.seq()));
+        self.reads
+            .entry(leaf.addr)
+            .or_insert_with(|| (leaf.clone(), leaf.lock.seq()));
     }
 
     /// The store.
@@ -550,7 +552,11 @@ impl<'a> BtreeTrans<'a> {
         }
         // Leaves both read and written: unchanged since read? (Our intent keeps them so.)
         let is_written = |n: &Arc<Node>| leaves.iter().any(|(l, _)| Arc::ptr_eq(l, n));
-        if self.reads.values().any(|(n, seq)| is_written(n) && n.lock.seq() != *seq) {
+        if self
+            .reads
+            .values()
+            .any(|(n, seq)| is_written(n) && n.lock.seq() != *seq)
+        {
             unlock_all(&leaves);
             return Err(TransError::Restart(RestartReason::Relock));
         }

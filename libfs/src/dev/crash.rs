@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{BlockDevice, DevError, check_range};
+use super::{BlockDevice, DevError, check_range, us};
 
 const CHUNK: usize = 4096;
 
@@ -39,7 +39,7 @@ impl Image {
         while done < buf.len() {
             let at = offset + done as u64;
             let c = at / CHUNK as u64;
-            let o = (at % CHUNK as u64) as usize;
+            let o = us(at % CHUNK as u64);
             let n = (CHUNK - o).min(buf.len() - done);
             match self.chunks.get(&c) {
                 Some(ch) => buf[done..done + n].copy_from_slice(&ch[o..o + n]),
@@ -54,7 +54,7 @@ impl Image {
         while done < data.len() {
             let at = offset + done as u64;
             let c = at / CHUNK as u64;
-            let o = (at % CHUNK as u64) as usize;
+            let o = us(at % CHUNK as u64);
             let n = (CHUNK - o).min(data.len() - done);
             let ch = self
                 .chunks
@@ -558,9 +558,13 @@ impl CrashLog {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "small test values")]
 mod tests {
-    use super::*;
+    use super::{CrashDevice, CrashPoint, ErrorOp, ErrorRule, Survivors, Torn};
+    use crate::dev::BlockDevice;
     use proptest::prelude::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
 
     #[test]
     fn flushed_writes_survive_and_unflushed_may_not() {

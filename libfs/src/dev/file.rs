@@ -210,7 +210,7 @@ impl FileDevice {
             self.block as usize,
         );
         let skip = usize::try_from(offset - start).unwrap_or(0);
-        if skip != 0 || buf.len() % self.block as usize != 0 {
+        if skip != 0 || !buf.len().is_multiple_of(self.block as usize) {
             self.file
                 .read_exact_at(bounce.as_mut(), start)
                 .map_err(|e| self.err("read", start, bounce.len(), e))?;

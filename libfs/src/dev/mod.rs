@@ -138,6 +138,11 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A byte offset or length known to fit in memory, as `usize` (saturating).
+pub(crate) fn us(x: u64) -> usize {
+    usize::try_from(x).unwrap_or(usize::MAX)
+}
+
 /// Checks that `[offset, offset+len)` lies inside a device of `size` bytes.
 pub fn check_range(
     dev: &str,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{BlockDevice, DevError, check_range};
+use super::{BlockDevice, DevError, check_range, us};
 
 const BLOCK: u64 = 4096;
 
@@ -29,7 +29,7 @@ impl OverlayDevice {
 
     /// Bytes held in memory.
     pub fn overlay_bytes(&self) -> usize {
-        self.blocks.lock().len() * BLOCK as usize
+        self.blocks.lock().len() * us(BLOCK)
     }
 }
 
@@ -46,8 +46,8 @@ impl BlockDevice for OverlayDevice {
                 let bs = b * BLOCK;
                 let from = bs.max(offset);
                 let to = (bs + BLOCK).min(end);
-                let (f, t) = ((from - offset) as usize, (to - offset) as usize);
-                buf[f..t].copy_from_slice(&data[(from - bs) as usize..(to - bs) as usize]);
+                let (f, t) = (us(from - offset), us(to - offset));
+                buf[f..t].copy_from_slice(&data[us(from - bs)..us(to - bs)]);
             }
         }
         Ok(())
@@ -67,7 +67,7 @@ impl BlockDevice for OverlayDevice {
             let mut m = self.blocks.lock();
             if !m.contains_key(&b) {
                 drop(m);
-                let len = BLOCK.min(self.base.len() - bs) as usize;
+                let len = us(BLOCK.min(self.base.len() - bs));
                 let mut fresh = vec![0u8; len];
                 self.read_at(&mut fresh, bs)?;
                 m = self.blocks.lock();
@@ -76,8 +76,8 @@ impl BlockDevice for OverlayDevice {
             let Some(data) = m.get_mut(&b) else { continue };
             let from = bs.max(offset);
             let to = (bs + BLOCK).min(end);
-            data[(from - bs) as usize..(to - bs) as usize]
-                .copy_from_slice(&buf[(from - offset) as usize..(to - offset) as usize]);
+            data[us(from - bs)..us(to - bs)]
+                .copy_from_slice(&buf[us(from - offset)..us(to - offset)]);
         }
         Ok(())
     }

@@ -646,7 +646,7 @@ impl Superblock {
             return Err(FormatError::BadMagic { what: WHAT });
         }
         let bytes = hdr.bytes.get() as usize;
-        if bytes < SB_HEADER_BYTES || bytes % 8 != 0 || bytes > (1 << 20) {
+        if bytes < SB_HEADER_BYTES || !bytes.is_multiple_of(8) || bytes > (1 << 20) {
             return Err(FormatError::invalid(
                 WHAT,
                 "bytes",
@@ -839,7 +839,7 @@ impl Superblock {
 }
 
 fn decode_ranges(payload: &[u8], field: &'static str) -> Result<Vec<(u64, u64)>, FormatError> {
-    if payload.len() % 16 != 0 {
+    if !payload.len().is_multiple_of(16) {
         return Err(FormatError::invalid(
             WHAT,
             field,
@@ -921,7 +921,8 @@ pub(crate) mod tests {
     #[test]
     fn absurd_sizes_with_a_valid_checksum_are_rejected() {
         let base = sample(64 << 20, 512 << 10, 256 << 10);
-        let cases: Vec<(&str, Box<dyn Fn(&mut Superblock)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Superblock)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("block_size", Box::new(|s| s.block_size = 3000)),
             ("block_size", Box::new(|s| s.block_size = 1 << 20)),
             ("btree_node_size", Box::new(|s| s.btree_node_size = 1 << 30)),

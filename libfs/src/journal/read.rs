@@ -63,10 +63,13 @@ pub fn scan_journal(dev: &dyn BlockDevice, geo: &JournalGeometry) -> Result<Jour
                         disk_bytes: len as u64,
                         data: buf[off..(off + len).min(bs)].to_vec(),
                     };
-                    if scan.jsets.contains_key(&j.seq) {
-                        scan.duplicates.push(j.seq);
-                    } else {
-                        scan.jsets.insert(j.seq, s);
+                    match scan.jsets.entry(j.seq) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            scan.duplicates.push(j.seq)
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(s);
+                        }
                     }
                     off += len.max(geo.block_size);
                 }

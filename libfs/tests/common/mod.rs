@@ -1,5 +1,10 @@
 //! Shared helpers for the btree/journal tests: small filesystems on crash devices.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared by several test crates, each using a part"
+)]
+#![allow(clippy::unwrap_used, reason = "test helpers")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
