@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Inspect sixfs images (offline, read-only: safe on a mounted device).
+/// Inspect sixfs images (offline and read-only: nothing is written to the device; the
+/// journal is replayed in memory when a view needs the current keys).
 ///
 /// Exit status: 0 on success, 1 on error.
 #[derive(Parser, Debug)]
@@ -21,14 +22,24 @@ struct Cli {
 enum Command {
     /// Print every superblock field and the state of each superblock copy.
     ShowSuper(cmd::show_super::Args),
+    /// List the keys of the btrees (after replaying the journal in memory).
+    List(cmd::list::Args),
+    /// Show every btree node: range, fill, and the entries written to it.
+    Nodes(cmd::nodes::Args),
+    /// Show the journal entries on disk and what recovery would replay.
+    Journal(cmd::journal::Args),
     /// Print the table of problems fsck can find (stable ids).
     Problems(cmd::problems::Args),
 }
 
 fn main() -> ExitCode {
+    sixfs::util::cli::restore_sigpipe();
     let cli = Cli::parse();
     let r = match &cli.command {
         Command::ShowSuper(a) => cmd::show_super::run(a),
+        Command::List(a) => cmd::list::run(a),
+        Command::Nodes(a) => cmd::nodes::run(a),
+        Command::Journal(a) => cmd::journal::run(a),
         Command::Problems(a) => cmd::problems::run(a),
     };
     match r {

@@ -106,6 +106,7 @@ fn print_text(r: &FsckReport, verbose: bool) {
 }
 
 fn main() -> ExitCode {
+    sixfs::util::cli::restore_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -4,5 +4,6 @@
 //! * [`fault`]: dynamic fault injection (`fault!("class:name")` sites, the control format,
 //!   the `SIXFS_FAULTS` environment variable).
 
+pub mod cli;
 pub mod fault;
 pub mod genradix;
