@@ -16,6 +16,14 @@ cargo nextest run --locked --workspace --no-fail-fast
 step "doc tests"
 cargo test --locked --workspace --doc
 
+step "model checking: loom (SIX, two-state lock, barrier, counters, genradix)"
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" \
+  cargo test --locked -p sixfs --release --lib -- sync:: util::
+
+step "model checking: shuttle (SIX lock, 3 threads, random schedules)"
+CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle" \
+  cargo test --locked -p sixfs --release --lib -- shuttle_tests
+
 step "layering check"
 scripts/check-layers.sh
 
