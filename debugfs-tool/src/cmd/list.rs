@@ -13,10 +13,10 @@ pub(crate) struct Args {
     /// Btree to list (extents, inodes, dirents, xattrs, alloc); all when omitted.
     #[arg(short = 'b', long, value_parser = super::parse_btree)]
     btree: Option<BtreeId>,
-    /// First position, as INODE[:OFFSET[:SNAPSHOT]] or "min".
+    /// First position: INODE, INODE:OFFSET, INODE:OFFSET:SNAPSHOT or "min".
     #[arg(short = 's', long, default_value = "min")]
     start: Pos,
-    /// Last position (inclusive), as INODE[:OFFSET[:SNAPSHOT]] or "max".
+    /// Last position (inclusive): INODE, INODE:OFFSET, INODE:OFFSET:SNAPSHOT or "max".
     #[arg(short = 'e', long, default_value = "max")]
     end: Pos,
     /// Print at most this many keys per btree.

@@ -111,7 +111,7 @@ impl Pos {
 }
 
 impl std::fmt::Display for Pos {
-    /// `inode:offset:snapshot`, or `max` for [`POS_MAX`] (what [`Pos::from_str`] parses).
+    /// `inode:offset:snapshot`, or `max` for [`POS_MAX`] (the forms `from_str` parses).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if *self == POS_MAX {
             return f.write_str("max");

@@ -1,9 +1,11 @@
 //! Reading the journal ring: every valid jset in every journal bucket.
 //!
-//! Each bucket is parsed from its start, jset after jset, until something that is not a jset
-//! (the end of what was written) or a damaged one (a torn write). Jsets found are keyed by
-//! seq; which of them matter (the newest flush jset and the range back to its `last_seq`) is
-//! recovery's decision.
+//! Each bucket is parsed from its start, jset after jset. Where there is no valid jset — the
+//! end of what was written, a torn write, or damage — the scan goes on at the next block, so a
+//! damaged jset never hides the ones after it (recovery then sees the hole in the sequence
+//! and refuses, instead of silently replaying less). Jsets found are keyed by seq; which of
+//! them matter (the newest flush jset and the range back to its `last_seq`) is recovery's
+//! decision.
 
 use std::collections::BTreeMap;
 
@@ -73,10 +75,10 @@ pub fn scan_journal(dev: &dyn BlockDevice, geo: &JournalGeometry) -> Result<Jour
                     }
                     off += len.max(geo.block_size);
                 }
-                Err(JsetError::End) => break,
+                Err(JsetError::End) => off += geo.block_size,
                 Err(JsetError::Corrupt(e)) => {
                     scan.damaged.push((bi, off as u64, start + off as u64, e));
-                    break;
+                    off += geo.block_size;
                 }
             }
         }

@@ -191,7 +191,6 @@ pub fn encode_roots(roots: &[(BtreeId, u8, BtreePtr)]) -> Vec<u8> {
 }
 
 /// An open store: superblock, journal and btrees.
-#[derive(Debug)]
 pub struct Store {
     dev: Arc<dyn BlockDevice>,
     sb: Mutex<Superblock>,
@@ -200,6 +199,16 @@ pub struct Store {
     alloc: Arc<SimpleNodeAlloc>,
     recovery: RecoveryInfo,
     closed: Mutex<bool>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("device", &self.dev.name())
+            .field("recovery", &self.recovery)
+            .field("journal", &self.journal)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Replay {
