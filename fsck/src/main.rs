@@ -14,8 +14,9 @@ const EXIT_USAGE: u8 = 16;
 
 /// Check and repair a sixfs filesystem.
 ///
-/// Checks every superblock copy (more passes come with the btree and allocator layers).
-/// Without -n, -p/-a or -y it asks before each repair, which needs a terminal.
+/// Checks every superblock copy (repairing bad or stale copies from the newest), then replays
+/// the journal in memory and checks every btree's structure (reported; btree repairs come with
+/// the full fsck). Without -n, -p/-a or -y it asks before each repair, which needs a terminal.
 ///
 /// Exit status (fsck(8)): 0 no problems; 1 problems corrected; 4 problems left
 /// uncorrected; 8 operational error (unreadable device, no valid superblock, mounted);

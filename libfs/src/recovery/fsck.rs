@@ -1,13 +1,18 @@
 //! `fsck`: runs the check passes over a device and repairs what the policy allows.
 //!
-//! Passes so far: the superblock pass (every copy read and validated; invalid or stale copies
-//! rewritten from the newest valid copy; a device smaller than the filesystem reported).
+//! Passes so far:
+//! 1. superblocks: every copy read and validated; invalid or stale copies rewritten from the
+//!    newest valid copy; a device smaller than the filesystem reported;
+//! 2. btrees: the store is opened on a copy-on-write overlay (the journal is replayed in
+//!    memory, nothing is written) and the structural check runs over every btree; problems
+//!    are reported (not repaired yet).
 //!
 //! Outcome → fsck(8) exit code: nothing found 0; everything found was corrected 1; something
 //! left uncorrected 4; the check could not run 8 (no valid superblock, IO error, mounted
 //! device when asked to repair).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -130,14 +135,14 @@ pub fn fsck_path(
                 .join(", "),
         });
     }
-    let dev = FileDevice::open(
+    let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(
         path,
         &OpenOptions {
             write: !read_only,
             direct: false,
             exclusive: !read_only,
         },
-    )?;
+    )?);
     fsck_device(&dev, opts, prompt)
 }
 
@@ -154,14 +159,51 @@ fn decide(policy: FixPolicy, id: ProblemId, question: &str, prompt: &mut dyn Pro
     }
 }
 
+/// Opens the store read-only (journal replayed on an overlay) and checks every btree.
+fn btree_pass(dev: &Arc<dyn BlockDevice>, name: &str, problems: &mut Vec<Found>) {
+    let overlay: Arc<dyn BlockDevice> = Arc::new(crate::dev::OverlayDevice::new(dev.clone()));
+    let push = |problems: &mut Vec<Found>, id: ProblemId, message: String| {
+        problems.push(Found {
+            id,
+            number: id.info().number,
+            message,
+            fixed: false,
+        });
+    };
+    let store = match super::Store::open(
+        overlay,
+        &super::StoreOptions {
+            cache_nodes: 1 << 16,
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            let id = match e {
+                super::OpenError::Btree(_) => ProblemId::BtreeStructure,
+                _ => ProblemId::JournalUnrecoverable,
+            };
+            push(problems, id, format!("{name}: cannot open the btrees: {e}"));
+            return;
+        }
+    };
+    match crate::btree::check::check(store.btree()) {
+        Ok(r) => {
+            for p in r.problems {
+                push(problems, ProblemId::BtreeStructure, format!("{name}: {p}"));
+            }
+        }
+        Err(e) => push(problems, ProblemId::BtreeStructure, format!("{name}: {e}")),
+    }
+}
+
 /// Checks an opened device. The device must be writable unless the policy is
 /// [`FixPolicy::No`].
 pub fn fsck_device(
-    dev: &dyn BlockDevice,
+    dev: &Arc<dyn BlockDevice>,
     opts: &FsckOptions,
     prompt: &mut dyn Prompt,
 ) -> Result<FsckReport, FsckError> {
-    let read = sb::read_superblock(dev)?;
+    let read = sb::read_superblock(&**dev)?;
     let name = dev.name().to_string();
     let mut problems = Vec::new();
     let mut wrote = false;
@@ -180,7 +222,7 @@ pub fn fsck_device(
                 &format!("{message}. Rewrite it from the newest copy?"),
                 prompt,
             ) && {
-                sb::write_copy(dev, &read.sb, c.offset)?;
+                sb::write_copy(&**dev, &read.sb, c.offset)?;
                 wrote = true;
                 true
             };
@@ -206,6 +248,9 @@ pub fn fsck_device(
     }
     if wrote {
         dev.flush()?;
+    }
+    if dev.len() >= read.sb.dev_size {
+        btree_pass(dev, &name, &mut problems);
     }
     Ok(FsckReport {
         device: name,

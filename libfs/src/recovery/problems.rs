@@ -14,6 +14,10 @@ pub enum ProblemId {
     SbCopyStale,
     /// The device is smaller than the filesystem recorded in the superblock.
     SbDeviceShrunk,
+    /// The journal cannot be replayed (a needed entry is missing or damaged, no roots).
+    JournalUnrecoverable,
+    /// A btree node is damaged or inconsistent with the tree around it.
+    BtreeStructure,
 }
 
 /// What is known about a problem kind.
@@ -63,6 +67,24 @@ pub const PROBLEMS: &[ProblemInfo] = &[
         can_fix: false,
         autofix: false,
         repair: "none: restore the device to its recorded size",
+    },
+    ProblemInfo {
+        id: ProblemId::JournalUnrecoverable,
+        number: 4,
+        name: "journal_unrecoverable",
+        description: "the journal cannot be replayed: an entry that must be replayed is missing or damaged, or no entry holds the btree roots",
+        can_fix: false,
+        autofix: false,
+        repair: "none yet (repair comes with the full fsck); the image is left untouched",
+    },
+    ProblemInfo {
+        id: ProblemId::BtreeStructure,
+        number: 5,
+        name: "btree_structure",
+        description: "a btree node is damaged (checksum, key order or bounds) or does not fit the tree (wrong level, range, or reachable twice)",
+        can_fix: false,
+        autofix: false,
+        repair: "none yet (repair comes with the full fsck); the image is left untouched",
     },
 ];
 
