@@ -143,3 +143,63 @@ fn transactions_see_their_own_updates() {
     })
     .unwrap();
 }
+
+#[test]
+fn the_tree_grows_and_shrinks_at_the_root() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dev = new_dev(32 << 20, &small_opts());
+    let s = open(dev.clone());
+    let bt = s.btree();
+    let height = |bt: &sixfs::btree::Btree| {
+        sixfs::btree::check::check(bt).unwrap().heights[BtreeId::Xattrs as usize]
+    };
+    for b in 0..60u64 {
+        let kvs: Vec<(Pos, Vec<u8>)> = (0..100)
+            .map(|i| (Pos::new(b, i, 0), vec![7u8; 24]))
+            .collect();
+        put(bt, BtreeId::Xattrs, &kvs);
+    }
+    let grown = height(bt);
+    assert!(
+        grown >= 3,
+        "6000 keys in 4 KiB nodes should need three levels, got {grown}"
+    );
+    assert!(bt.counters.root_splits.load(Relaxed) >= 2);
+    // Delete everything, then keep the tree busy so nodes get rewritten (and merged).
+    for b in 0..60u64 {
+        bt.run(|t| {
+            t.delete_range(BtreeId::Xattrs, Pos::new(b, 0, 0), Pos::new(b, 99, 0))?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    for round in 0..40u64 {
+        for b in (0..60u64).step_by(3) {
+            put(
+                bt,
+                BtreeId::Xattrs,
+                &[(Pos::new(b, round, 1), vec![1u8; 8])],
+            );
+            bt.run(|t| t.delete(BtreeId::Xattrs, Pos::new(b, round, 1)))
+                .unwrap();
+        }
+    }
+    check_ok(bt);
+    let shrunk = height(bt);
+    println!(
+        "height {grown} -> {shrunk}; {} merges, {} root shrinks",
+        bt.counters.merges.load(Relaxed),
+        bt.counters.root_shrinks.load(Relaxed)
+    );
+    assert!(bt.counters.merges.load(Relaxed) > 0, "no merges");
+    assert!(
+        bt.counters.root_shrinks.load(Relaxed) > 0,
+        "the root never shrank"
+    );
+    assert!(shrunk < grown, "height stayed {grown}");
+    assert!(dump(bt, BtreeId::Xattrs).is_empty());
+    s.close().unwrap();
+    let s = open(dev);
+    assert!(dump(s.btree(), BtreeId::Xattrs).is_empty());
+    check_ok(s.btree());
+}

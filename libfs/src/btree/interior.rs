@@ -478,11 +478,44 @@ fn rewrite_locked(
                 )
             }
         }
-        Plan::Merge => merge(bt, btree, path, node, live, incoming),
+        Plan::Merge => merge(bt, btree, path, node, live, incoming, false).map(|_| ()),
     }
 }
 
-/// Merges `node` (last of `path`) with a sibling if together they are small, else compacts.
+/// Merges the node at `level` covering `pos` with a sibling if it is under a quarter full
+/// and a sibling is small enough; otherwise does nothing. Called after commits that leave a
+/// node nearly empty, so a tree emptied by deletes shrinks back (bcachefs's foreground merge).
+pub(crate) fn try_merge(bt: &Btree, btree: BtreeId, level: u8, pos: Pos) -> Result<(), BtreeError> {
+    bt.check_error()?;
+    let _g = bt.interior[btree.idx()].lock();
+    try_merge_locked(bt, btree, level, pos)
+}
+
+fn try_merge_locked(bt: &Btree, btree: BtreeId, level: u8, pos: Pos) -> Result<(), BtreeError> {
+    let path = lock_path(bt, btree, pos, level)?;
+    let Some(node) = path.last().cloned() else {
+        return Ok(());
+    };
+    if path.len() == 1 || node.data().live_bytes >= node_capacity(bt) / 4 {
+        unlock_intents(&path);
+        return Ok(());
+    }
+    let parent = path[path.len() - 2].clone();
+    if !fits(bt, &parent, 2 * PTR_KEY_BYTES) {
+        unlock_intents(&path);
+        return Ok(()); // the parent's own rewrite will come; not worth forcing here
+    }
+    let live = node.data().live_set();
+    let merged = merge(bt, btree, path, node, live, 0, true)?;
+    // The parent lost a pointer: it may now be underfull itself.
+    if merged && level + 1 < MAX_DEPTH && !parent.is_dead() {
+        try_merge_locked(bt, btree, level + 1, pos)?;
+    }
+    Ok(())
+}
+
+/// Merges `node` (last of `path`) with a sibling if together they are small; otherwise
+/// compacts it, or with `merge_only` leaves it alone. Returns whether a merge happened.
 fn merge(
     bt: &Btree,
     btree: BtreeId,
@@ -490,7 +523,8 @@ fn merge(
     node: Arc<Node>,
     live: KeySet,
     incoming: usize,
-) -> Result<(), BtreeError> {
+    merge_only: bool,
+) -> Result<bool, BtreeError> {
     let parent = path[path.len() - 2].clone();
     let cap = node_capacity(bt);
     // Prefer the right sibling; use the left one at the parent's end.
@@ -540,8 +574,17 @@ fn merge(
             &path,
         )
     };
+    let give_up = |path: Vec<Arc<Node>>| -> Result<bool, BtreeError> {
+        if merge_only {
+            node.merge_tried.store(true, Ordering::Relaxed);
+            unlock_intents(&path);
+            Ok(false)
+        } else {
+            compact(path).map(|()| false)
+        }
+    };
     let Some((sk, is_right)) = sib else {
-        return compact(path);
+        return give_up(path);
     };
     let sptr = match crate::format::btree_ptr::BtreePtr::decode(&sk.val) {
         Ok(p) => p,
@@ -575,7 +618,7 @@ fn merge(
     let slive = sib.data().live_set();
     if slive.live_bytes() + live.live_bytes() + incoming > cap * 2 / 3 {
         sib.lock.unlock_intent();
-        return compact(path);
+        return give_up(path);
     }
     let (left, right, ll, rl) = if is_right {
         (&node, &sib, &live, &slive)
@@ -607,7 +650,7 @@ fn merge(
         old3.push(parent.clone());
         // The parent is intent-locked as part of `held`; retiring it needs its write lock,
         // which swap_root takes for every node in `old3`.
-        return swap_root(bt, btree, &m, &old3, &[], &held);
+        return swap_root(bt, btree, &m, &old3, &[], &held).map(|()| true);
     }
     let keys = vec![Key::deleted(left.max), ptr_key(&m)];
     swap_in_parent(
@@ -619,6 +662,7 @@ fn merge(
         keys,
         &held,
     )
+    .map(|()| true)
 }
 
 /// Inserts interior keys at `level` (journal replay). Each key is journaled again.

@@ -35,6 +35,9 @@ const INSERT_SET_MAX: usize = 512;
 #[derive(Debug, Default)]
 pub(crate) struct NodeData {
     pub(crate) sets: Vec<KeySet>,
+    /// Encoded bytes of the live keys (newest versions, whiteouts excluded): how full the node
+    /// would be if rewritten. Kept exact on insert; used to find underfull nodes to merge.
+    pub(crate) live_bytes: usize,
 }
 
 /// Write bookkeeping of a node.
@@ -76,6 +79,8 @@ pub(crate) struct Node {
     dead: AtomicBool,
     /// Recently used (clock eviction).
     pub(crate) accessed: AtomicBool,
+    /// A merge was tried and found no small enough sibling (don't retry on every commit).
+    pub(crate) merge_tried: AtomicBool,
     /// Which btree.
     pub(crate) btree: BtreeId,
     /// Level (0 = leaf).
@@ -131,6 +136,7 @@ impl Node {
             io: Mutex::new(()),
             dead: AtomicBool::new(false),
             accessed: AtomicBool::new(true),
+            merge_tried: AtomicBool::new(false),
             btree,
             level,
             min,
@@ -196,7 +202,15 @@ impl Node {
 impl NodeData {
     /// A node holding one written set.
     pub(crate) fn from_set(set: KeySet) -> NodeData {
-        NodeData { sets: vec![set] }
+        let live_bytes = set
+            .iter()
+            .filter(|k| k.typ != KeyType::Deleted)
+            .map(|k| k.encoded_len())
+            .sum();
+        NodeData {
+            sets: vec![set],
+            live_bytes,
+        }
     }
 
     /// The newest version of `pos` (whiteouts included).
@@ -310,6 +324,13 @@ impl NodeData {
     /// of sets small by merging. Returns the change in unwritten bytes.
     /// Caller holds the write lock and the write-state mutex (`ws`).
     pub(crate) fn insert(&mut self, k: &KeyRef<'_>, ws: &mut WriteState) {
+        let old = self.get(k.pos).map_or(0, |o| o.encoded_len());
+        let new = if k.typ == KeyType::Deleted {
+            0
+        } else {
+            k.encoded_len()
+        };
+        self.live_bytes = (self.live_bytes + new).saturating_sub(old);
         if self.sets.len() == ws.sealed {
             self.sets.push(KeySet::new());
         } else if self.sets.last().is_some_and(|s| s.len() >= INSERT_SET_MAX) {
@@ -392,6 +413,7 @@ mod tests {
                 }
                 prop_assert!(d.sets.len() <= ws.sealed + 2 && ws.sealed <= 2, "{} sets, {} sealed", d.sets.len(), ws.sealed);
             }
+            prop_assert_eq!(d.live_bytes, d.live_set().live_bytes());
             let live: Vec<Key> = d.live_set().iter().map(|k| k.to_owned()).collect();
             prop_assert_eq!(&live, &m.values().cloned().collect::<Vec<_>>());
             for p in 0..201u64 {

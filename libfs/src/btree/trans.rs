@@ -596,6 +596,15 @@ impl<'a> BtreeTrans<'a> {
         for n in relocked {
             n.lock.unlock_read();
         }
+        // Leaves left under a quarter full are merge candidates (after unlocking).
+        let quarter = node_capacity(bt) / 4;
+        let underfull: Vec<(BtreeId, Pos)> = leaves
+            .iter()
+            .filter(|(n, _)| {
+                valid && n.data().live_bytes < quarter && !n.merge_tried.load(Ordering::Relaxed)
+            })
+            .map(|(n, _)| (n.btree, n.min))
+            .collect();
         for (n, _) in &leaves {
             n.lock.unlock_write();
             n.lock.unlock_intent();
@@ -603,6 +612,13 @@ impl<'a> BtreeTrans<'a> {
         bt.journal.res_put(res);
         if !valid {
             return Err(TransError::Restart(RestartReason::Relock));
+        }
+        // The commit is done: a merge that fails (IO error, no node space) is only a missed
+        // chance to shrink, so it is logged, not returned as the commit's result.
+        for (b, pos) in underfull {
+            if let Err(e) = interior::try_merge(bt, b, 0, pos) {
+                log::warn!("{b} btree: merging the underfull node at {pos} failed: {e}");
+            }
         }
         bt.counters.commits.fetch_add(1, Ordering::Relaxed);
         self.updates.clear();
