@@ -78,7 +78,9 @@ fn workload(
             let b = trees[rng.gen_range(0..trees.len())];
             let k = rng.gen_range(0..600u64);
             let pos = Pos::new(k / 50, k % 50, 0);
-            if rng.gen_bool(0.25) && model.contains_key(&(b, pos)) {
+            // Some phases mostly delete, so nodes merge and roots shrink (and grow again).
+            let p_del = if (i / 300) % 3 == 2 { 0.9 } else { 0.25 };
+            if rng.gen_bool(p_del) && model.contains_key(&(b, pos)) {
                 ops.push((b, pos, None));
             } else {
                 ops.push((b, pos, Some(val(k, rng.r#gen()))));
@@ -103,8 +105,13 @@ fn workload(
             };
         }
         history.push((seq, ops));
+        // Now and then write every dirty node back without flushing the journal (as memory
+        // pressure would): node entries then run ahead of the durable journal.
+        if (i / 500) % 4 == 1 && rng.gen_bool(0.03) {
+            s.btree().flush_all_nodes().expect("node writeback");
+        }
         // Irregular flushes, so journal reclaim also runs while committed transactions are
-        // not yet durable: node entries then run ahead of the journal.
+        // not yet durable.
         let p_flush = if (i / 400) % 2 == 0 { 0.3 } else { 0.0 };
         if rng.gen_bool(p_flush) || i + 1 == txns {
             let d = s.flush_all().expect("flush");
@@ -152,6 +159,10 @@ fn enumerate(seed: u64, t: &Tier) -> usize {
     dev.start_recording();
     let s = open(dev.clone());
     let (history, acks) = workload(&s, &dev, seed, t.txns);
+    let c = &s.btree().counters;
+    let merges = c.merges.load(std::sync::atomic::Ordering::Relaxed);
+    let roots = c.root_splits.load(std::sync::atomic::Ordering::Relaxed)
+        + c.root_shrinks.load(std::sync::atomic::Ordering::Relaxed);
     let splits = s
         .btree()
         .counters
@@ -219,22 +230,22 @@ fn enumerate(seed: u64, t: &Tier) -> usize {
             );
         }
     }
-    assert!(
-        splits > 0 && reclaims > 0,
-        "the workload must split nodes ({splits}) and reclaim journal space ({reclaims})"
-    );
-    assert!(
-        skipped_states > 0,
-        "no crash state had node entries ahead of the journal: the blacklist went untested"
-    );
     println!(
-        "seed {seed}: {} transactions, {} epochs, {} crash states checked in {:.1}s ({} splits, {} journal reclaims, {skipped_states} states with blacklisted node entries)",
+        "seed {seed}: {} transactions, {} epochs, {} crash states checked in {:.1}s ({} splits, {merges} merges, {roots} root changes, {} journal reclaims, {skipped_states} states with blacklisted node entries)",
         history.len(),
         log.epochs(),
         points.len(),
         started.elapsed().as_secs_f64(),
         splits,
         reclaims
+    );
+    assert!(
+        splits > 0 && merges > 0 && reclaims > 0,
+        "the workload must split ({splits}) and merge ({merges}) nodes and reclaim journal space ({reclaims})"
+    );
+    assert!(
+        skipped_states > 0,
+        "no crash state had node entries ahead of the journal: the blacklist went untested"
     );
     points.len()
 }

@@ -221,6 +221,9 @@ fn swap_root(
     new: &[Arc<Node>],
     held: &[Arc<Node>],
 ) -> Result<(), BtreeError> {
+    // A root change opens a new jset: interior keys journaled before it (for a level that
+    // this change creates or removes) are then all in older jsets, and replay can drop them.
+    bt.journal.start_new_jset();
     let res = match bt.journal.reserve(&[]) {
         Ok(r) => r,
         Err(e) => {

@@ -402,6 +402,14 @@ impl Journal {
         });
     }
 
+    /// Closes the open jset, so the next reservation starts a new one. Root changes use it:
+    /// everything journaled before a root change is then in an earlier jset than the change
+    /// itself, which is what replay needs to tell old interior keys from new ones.
+    pub fn start_new_jset(&self) {
+        let mut s = self.state.lock();
+        self.close_open(&mut s);
+    }
+
     /// Releases a reservation (after its keys are in the btree and pinned).
     pub fn res_put(&self, res: JournalRes) {
         let mut s = self.state.lock();

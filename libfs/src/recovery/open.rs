@@ -11,6 +11,10 @@
 //! journal writes again — node entries written ahead of a journal that never became durable
 //! name those seqs and are ignored from now on. The keys of `[L, N]` are replayed: for each
 //! position the newest version wins; interior levels first (highest first), then leaves.
+//! An interior key belongs to the nodes of its level at the time: when the root grows (a new
+//! level appears) or shrinks (a level disappears), keys journaled earlier for that level are
+//! stale and are dropped — each root change starts a new jset, and the jsets' root entries
+//! show where the root's level changed.
 //! Replay commits ordinary journaled transactions, so a crash during replay is recovered the
 //! same way next time.
 //!
@@ -212,8 +216,11 @@ impl std::fmt::Debug for Store {
 }
 
 struct Replay {
-    /// (btree, level, pos) -> newest key (by seq, then order in the jset).
-    keys: BTreeMap<(BtreeId, std::cmp::Reverse<u8>, crate::format::bkey::Pos), Key>,
+    /// (btree, level, pos) -> newest key (by seq, then order in the jset), with its seq.
+    keys: BTreeMap<(BtreeId, std::cmp::Reverse<u8>, crate::format::bkey::Pos), (u64, Key)>,
+    /// (btree, level) -> seq of the latest root change that created or removed that level:
+    /// interior keys at that level from older jsets are stale.
+    barriers: BTreeMap<(BtreeId, u8), u64>,
 }
 
 impl Store {
@@ -295,7 +302,9 @@ impl Store {
             // Collect the keys to replay, newest version per (btree, level, pos).
             let mut rp = Replay {
                 keys: BTreeMap::new(),
+                barriers: BTreeMap::new(),
             };
+            let mut root_level: [Option<u8>; BTREE_ID_NR] = [None; BTREE_ID_NR];
             for s in l..=n {
                 let Some(j) = scan.jsets.get(&s) else {
                     continue;
@@ -306,20 +315,32 @@ impl Store {
                 let Ok(js) = decode_jset(&j.data, geo.magic, geo.csum, geo.block_size) else {
                     continue;
                 };
+                // Where the root's level changed, the levels in between were created or
+                // removed at this seq.
+                for e in js.iter().filter(|e| e.typ == JEntryType::BtreeRoot) {
+                    if let Some(p) = e.root() {
+                        alloc.mark_used(p.sector);
+                    }
+                    let prev = root_level[e.btree.idx()].replace(e.level);
+                    if let Some(p) = prev
+                        && p != e.level
+                    {
+                        for lvl in p.min(e.level) + 1..=p.max(e.level) {
+                            rp.barriers.insert((e.btree, lvl), s);
+                        }
+                    }
+                }
                 for e in js.iter().filter(|e| e.typ == JEntryType::BtreeKeys) {
                     for k in e.keys() {
-                        rp.keys
-                            .insert((e.btree, std::cmp::Reverse(e.level), k.pos), k.to_owned());
+                        rp.keys.insert(
+                            (e.btree, std::cmp::Reverse(e.level), k.pos),
+                            (s, k.to_owned()),
+                        );
                         if e.level > 0
                             && let Ok(p) = BtreePtr::decode(k.val)
                         {
                             alloc.mark_used(p.sector);
                         }
-                    }
-                }
-                for e in js.iter().filter(|e| e.typ == JEntryType::BtreeRoot) {
-                    if let Some(p) = e.root() {
-                        alloc.mark_used(p.sector);
                     }
                 }
             }
@@ -509,8 +530,11 @@ fn mark_reachable(
 fn replay_keys(bt: &Btree, rp: Replay) -> Result<u64, OpenError> {
     let mut n = 0u64;
     let mut by_level: BTreeMap<(BtreeId, std::cmp::Reverse<u8>), Vec<Key>> = BTreeMap::new();
-    for ((b, lvl, _), k) in rp.keys {
-        by_level.entry((b, lvl)).or_default().push(k);
+    for ((b, lvl, _), (seq, k)) in rp.keys {
+        let stale = lvl.0 > 0 && rp.barriers.get(&(b, lvl.0)).is_some_and(|&bar| seq < bar);
+        if !stale {
+            by_level.entry((b, lvl)).or_default().push(k);
+        }
     }
     let budget = bt.journal().geometry().jset_max() / 2;
     for ((b, std::cmp::Reverse(level)), keys) in by_level {
