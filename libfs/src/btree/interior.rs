@@ -530,8 +530,8 @@ fn merge(
 ) -> Result<bool, BtreeError> {
     let parent = path[path.len() - 2].clone();
     let cap = node_capacity(bt);
-    // Prefer the right sibling; use the left one at the parent's end.
-    let sib = {
+    // Candidates: the right sibling, then the left one.
+    let sibs: Vec<(Key, bool)> = {
         let d = parent.data();
         let right = node
             .max
@@ -545,7 +545,9 @@ fn merge(
             .and_then(|p| d.seek_le(p));
         right
             .map(|k| (k.to_owned(), true))
-            .or_else(|| left.map(|k| (k.to_owned(), false)))
+            .into_iter()
+            .chain(left.map(|k| (k.to_owned(), false)))
+            .collect()
     };
     let compact = |path: Vec<Arc<Node>>| -> Result<(), BtreeError> {
         let c = match new_node(
@@ -586,39 +588,52 @@ fn merge(
             compact(path).map(|()| false)
         }
     };
-    let Some((sk, is_right)) = sib else {
+    // Take the first candidate small enough to merge with.
+    let mut chosen: Option<(Arc<Node>, KeySet, bool)> = None;
+    for (sk, is_right) in sibs {
+        let sptr = match crate::format::btree_ptr::BtreePtr::decode(&sk.val) {
+            Ok(p) => p,
+            Err(e) => {
+                unlock_intents(&path);
+                return Err(BtreeError::Corrupt {
+                    btree,
+                    level: parent.level,
+                    min: parent.min,
+                    max: parent.max,
+                    offset: parent.addr * 512,
+                    detail: e.to_string(),
+                });
+            }
+        };
+        let sib = match io::get_node(bt, &sptr, btree, node.level, sk.pos) {
+            Ok(s) => s,
+            Err(e) => {
+                unlock_intents(&path);
+                return Err(e);
+            }
+        };
+        // Lock the sibling in key order: a left sibling comes before `node`. (Under the
+        // interior mutex nothing can replace `node` while it is briefly unlocked.)
+        if is_right {
+            sib.lock.lock_intent();
+        } else if !sib.lock.try_lock_intent() {
+            node.lock.unlock_intent();
+            sib.lock.lock_intent();
+            node.lock.lock_intent();
+        }
+        let slive = sib.data().live_set();
+        if slive.live_bytes() + live.live_bytes() + incoming <= cap * 2 / 3 {
+            chosen = Some((sib, slive, is_right));
+            break;
+        }
+        sib.lock.unlock_intent();
+    }
+    let Some((sib, slive, is_right)) = chosen else {
         return give_up(path);
     };
-    let sptr = match crate::format::btree_ptr::BtreePtr::decode(&sk.val) {
-        Ok(p) => p,
-        Err(e) => {
-            unlock_intents(&path);
-            return Err(BtreeError::Corrupt {
-                btree,
-                level: parent.level,
-                min: parent.min,
-                max: parent.max,
-                offset: parent.addr * 512,
-                detail: e.to_string(),
-            });
-        }
-    };
-    let sib = match io::get_node(bt, &sptr, btree, node.level, sk.pos) {
-        Ok(s) => s,
-        Err(e) => {
-            unlock_intents(&path);
-            return Err(e);
-        }
-    };
-    // Lock the sibling in key order: a left sibling comes before `node`.
-    if is_right {
-        sib.lock.lock_intent();
-    } else if !sib.lock.try_lock_intent() {
-        node.lock.unlock_intent();
-        sib.lock.lock_intent();
-        node.lock.lock_intent();
-    }
-    let slive = sib.data().live_set();
+    // `node` may have been unlocked to take a left sibling in order, and a commit may have
+    // inserted into it meanwhile: take its keys again now that it is locked for good.
+    let live = node.data().live_set();
     if slive.live_bytes() + live.live_bytes() + incoming > cap * 2 / 3 {
         sib.lock.unlock_intent();
         return give_up(path);
