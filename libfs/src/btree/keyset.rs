@@ -61,7 +61,7 @@ const INDEX_MIN: usize = 4 * STRIDE;
 /// without searching it). About 10 bits per key: ~1-2% false positives.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Bloom {
-    blocks: Vec<[u64; 8]>,
+    blocks: Box<[[u64; 8]]>,
     keys: usize,
 }
 
@@ -73,10 +73,10 @@ impl Bloom {
         h ^ (h >> 31)
     }
 
-    fn with_keys(n: usize) -> Bloom {
+    pub(crate) fn with_keys(n: usize) -> Bloom {
         let nblocks = (n * 10).div_ceil(512).max(1);
         Bloom {
-            blocks: vec![[0u64; 8]; nblocks],
+            blocks: vec![[0u64; 8]; nblocks].into_boxed_slice(),
             keys: 0,
         }
     }
@@ -92,7 +92,7 @@ impl Bloom {
         (b, [bit(0), bit(9), bit(18)])
     }
 
-    fn add(&mut self, p: Pos) {
+    pub(crate) fn add(&mut self, p: Pos) {
         if self.blocks.is_empty() {
             return;
         }
@@ -105,7 +105,7 @@ impl Bloom {
 
     /// False if `p` is certainly absent; true if it may be present (or there is no filter).
     #[inline]
-    fn may_contain(&self, p: Pos) -> bool {
+    pub(crate) fn may_contain(&self, p: Pos) -> bool {
         if self.blocks.is_empty() {
             return true;
         }
@@ -114,20 +114,24 @@ impl Bloom {
     }
 
     /// Whether the filter is overloaded (more keys than it was sized for).
-    fn full(&self) -> bool {
+    pub(crate) fn full(&self) -> bool {
         self.keys * 10 > self.blocks.len() * 512
     }
 }
 
 /// A sorted set of keys.
+///
+/// Laid out so a search touches two cache lines of the header: the first holds the entries
+/// and both index levels, the second the records and the filter.
 #[derive(Clone, Debug, Default)]
+#[repr(C, align(64))]
 pub(crate) struct KeySet {
-    buf: Vec<u8>,
     ents: Vec<Ent>,
-    live_bytes: usize,
-    index: Vec<Pos>,
+    index: Box<[Pos]>,
     /// Every `STRIDE`-th sample of `index` (a second level, small enough to stay cached).
-    top: Vec<Pos>,
+    top: Box<[Pos]>,
+    live_bytes: usize,
+    buf: Vec<u8>,
     bloom: Bloom,
 }
 
@@ -141,8 +145,8 @@ impl KeySet {
             buf: Vec::with_capacity(bytes),
             ents: Vec::with_capacity(keys),
             live_bytes: 0,
-            index: Vec::new(),
-            top: Vec::new(),
+            index: Box::default(),
+            top: Box::default(),
             bloom: Bloom::default(),
         }
     }
@@ -150,15 +154,19 @@ impl KeySet {
     /// Builds the sampled index and the filter (call once a set is complete; `insert` drops
     /// the index and keeps the filter up to date).
     pub(crate) fn finish(&mut self) {
-        self.index.clear();
-        self.top.clear();
-        if self.ents.len() >= INDEX_MIN {
-            self.index
-                .extend(self.ents.iter().step_by(STRIDE).map(|e| e.pos()));
-        }
-        if self.index.len() >= INDEX_MIN {
-            self.top.extend(self.index.iter().step_by(STRIDE).copied());
-        }
+        self.index = if self.ents.len() >= INDEX_MIN {
+            self.ents.iter().step_by(STRIDE).map(|e| e.pos()).collect()
+        } else {
+            Box::default()
+        };
+        self.top = if self.index.len() >= INDEX_MIN {
+            self.index.iter().step_by(STRIDE).copied().collect()
+        } else {
+            Box::default()
+        };
+        debug_assert!(
+            self.index.iter().enumerate().all(|(i, p)| self.ents[i * STRIDE].pos() == *p)
+        );
         self.rebuild_bloom(self.ents.len());
         debug_assert!(
             self.index
@@ -283,8 +291,8 @@ impl KeySet {
 
     /// Inserts or replaces `k`. Returns the length of the record it replaced, if any.
     pub(crate) fn insert(&mut self, k: &KeyRef<'_>) -> Option<usize> {
-        self.index.clear();
-        self.top.clear();
+        self.index = Box::default();
+        self.top = Box::default();
         if self.bloom.full() || self.bloom.blocks.is_empty() {
             self.rebuild_bloom((self.ents.len() + 1) * 2);
         }

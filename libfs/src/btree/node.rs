@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-use super::keyset::KeySet;
+use super::keyset::{Bloom, KeySet};
 use crate::format::bkey::{KeyRef, KeyType, Pos};
 use crate::format::btree_id::BtreeId;
 use crate::format::btree_ptr::BtreePtr;
@@ -33,11 +33,17 @@ const INSERT_SET_MAX: usize = 512;
 
 /// The key sets of a node.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(crate) struct NodeData {
     pub(crate) sets: Vec<KeySet>,
     /// Encoded bytes of the live keys (newest versions, whiteouts excluded): how full the node
-    /// would be if rewritten. Kept exact on insert; used to find underfull nodes to merge.
+    /// would be if rewritten — exact when the node is built, never below the truth after
+    /// (overwrites are not looked up). Used to find underfull nodes to merge.
     pub(crate) live_bytes: usize,
+    /// A filter over every key in `sets[recent_from..]` (the sets inserted into since the
+    /// node was last written): one check rules out all of them for a lookup.
+    recent: Bloom,
+    recent_from: usize,
 }
 
 /// Write bookkeeping of a node.
@@ -67,16 +73,20 @@ impl WriteState {
 }
 
 /// An in-memory btree node.
+// Field order is the memory order (`repr(C)`): what every lookup touches — the lock word,
+// the dead flag, the set vector and the recent-keys filter — comes first, in the first two
+// cache lines after the `Arc` header.
+#[repr(C)]
 pub(crate) struct Node {
     /// The SIX lock guarding `data`.
     pub(crate) lock: SixLock,
+    /// Set (under the write lock) when the node has been replaced; lockers must restart.
+    dead: AtomicBool,
     data: UnsafeCell<NodeData>,
     /// Write bookkeeping.
     pub(crate) ws: Mutex<WriteState>,
     /// Serialises writes of this node.
     pub(crate) io: Mutex<()>,
-    /// Set (under the write lock) when the node has been replaced; lockers must restart.
-    dead: AtomicBool,
     /// Recently used (clock eviction).
     pub(crate) accessed: AtomicBool,
     /// A merge was tried and found no small enough sibling (don't retry on every commit).
@@ -207,17 +217,23 @@ impl NodeData {
             .filter(|k| k.typ != KeyType::Deleted)
             .map(|k| k.encoded_len())
             .sum();
-        NodeData {
-            sets: vec![set],
-            live_bytes,
-        }
+        NodeData { sets: vec![set], live_bytes, recent: Bloom::default(), recent_from: 1 }
     }
 
     /// The newest version of `pos` (whiteouts included).
     #[inline]
     pub(crate) fn get_raw(&self, pos: Pos) -> Option<KeyRef<'_>> {
         let (oldest, newer) = self.sets.split_first()?;
-        for s in newer.iter().rev() {
+        let covered = self.recent_from.saturating_sub(1).min(newer.len());
+        let (older, recent) = newer.split_at(covered);
+        if self.recent.may_contain(pos) {
+            for s in recent.iter().rev() {
+                if let Some(i) = s.find(pos) {
+                    return s.key(i);
+                }
+            }
+        }
+        for s in older.iter().rev() {
             if let Some(i) = s.find(pos) {
                 return s.key(i);
             }
@@ -324,14 +340,18 @@ impl NodeData {
     /// of sets small by merging. Returns the change in unwritten bytes.
     /// Caller holds the write lock and the write-state mutex (`ws`).
     pub(crate) fn insert(&mut self, k: &KeyRef<'_>, ws: &mut WriteState) {
-        let old = self.get(k.pos).map_or(0, |o| o.encoded_len());
-        let new = if k.typ == KeyType::Deleted {
-            0
+        // Deletions look up what they remove; other inserts just add (an overwrite then
+        // overestimates, which only delays a merge until a rewrite recomputes it exactly).
+        if k.typ == KeyType::Deleted {
+            let old = self.get(k.pos).map_or(0, |o| o.encoded_len());
+            self.live_bytes = self.live_bytes.saturating_sub(old);
         } else {
-            k.encoded_len()
-        };
-        self.live_bytes = (self.live_bytes + new).saturating_sub(old);
+            self.live_bytes += k.encoded_len();
+        }
         if self.sets.len() == ws.sealed {
+            // Everything so far is sealed: the recent-keys filter starts over with this set.
+            self.recent = Bloom::with_keys(INSERT_SET_MAX);
+            self.recent_from = self.sets.len();
             self.sets.push(KeySet::new());
         } else if self.sets.last().is_some_and(|s| s.len() >= INSERT_SET_MAX) {
             // Merge the unsealed sets into one and start a fresh insert set.
@@ -352,6 +372,16 @@ impl NodeData {
                 ws.unwritten_bytes -= r;
             }
         }
+        if self.recent.full() {
+            let n: usize = self.sets[self.recent_from.min(self.sets.len())..].iter().map(KeySet::len).sum();
+            self.recent = Bloom::with_keys(2 * n + 1);
+            for s in &self.sets[self.recent_from.min(self.sets.len())..] {
+                for e in s.iter() {
+                    self.recent.add(e.pos);
+                }
+            }
+        }
+        self.recent.add(k.pos);
         self.compact_sealed(ws);
     }
 
@@ -370,6 +400,9 @@ impl NodeData {
             // These are the oldest sets: whiteouts have nothing older left to hide.
             let merged = KeySet::merge(&refs, true);
             self.sets.splice(..ws.sealed, [merged]);
+            // The filter covers only sets after the sealed ones (reset when they were started).
+            debug_assert!(self.recent_from >= ws.sealed || self.recent_from >= self.sets.len());
+            self.recent_from = self.recent_from.saturating_sub(ws.sealed - 1).max(1);
             ws.sealed = 1;
         }
     }
@@ -413,7 +446,7 @@ mod tests {
                 }
                 prop_assert!(d.sets.len() <= ws.sealed + 2 && ws.sealed <= 2, "{} sets, {} sealed", d.sets.len(), ws.sealed);
             }
-            prop_assert_eq!(d.live_bytes, d.live_set().live_bytes());
+            prop_assert!(d.live_bytes >= d.live_set().live_bytes());
             let live: Vec<Key> = d.live_set().iter().map(|k| k.to_owned()).collect();
             prop_assert_eq!(&live, &m.values().cloned().collect::<Vec<_>>());
             for p in 0..201u64 {
