@@ -165,7 +165,10 @@ impl KeySet {
             Box::default()
         };
         debug_assert!(
-            self.index.iter().enumerate().all(|(i, p)| self.ents[i * STRIDE].pos() == *p)
+            self.index
+                .iter()
+                .enumerate()
+                .all(|(i, p)| self.ents[i * STRIDE].pos() == *p)
         );
         self.rebuild_bloom(self.ents.len());
         debug_assert!(

@@ -37,8 +37,7 @@ const INSERT_SET_MAX: usize = 512;
 pub(crate) struct NodeData {
     pub(crate) sets: Vec<KeySet>,
     /// Encoded bytes of the live keys (newest versions, whiteouts excluded): how full the node
-    /// would be if rewritten — exact when the node is built, never below the truth after
-    /// (overwrites are not looked up). Used to find underfull nodes to merge.
+    /// would be if rewritten. Kept exact on insert; used to find underfull nodes to merge.
     pub(crate) live_bytes: usize,
     /// A filter over every key in `sets[recent_from..]` (the sets inserted into since the
     /// node was last written): one check rules out all of them for a lookup.
@@ -217,7 +216,12 @@ impl NodeData {
             .filter(|k| k.typ != KeyType::Deleted)
             .map(|k| k.encoded_len())
             .sum();
-        NodeData { sets: vec![set], live_bytes, recent: Bloom::default(), recent_from: 1 }
+        NodeData {
+            sets: vec![set],
+            live_bytes,
+            recent: Bloom::default(),
+            recent_from: 1,
+        }
     }
 
     /// The newest version of `pos` (whiteouts included).
@@ -340,14 +344,17 @@ impl NodeData {
     /// of sets small by merging. Returns the change in unwritten bytes.
     /// Caller holds the write lock and the write-state mutex (`ws`).
     pub(crate) fn insert(&mut self, k: &KeyRef<'_>, ws: &mut WriteState) {
-        // Deletions look up what they remove; other inserts just add (an overwrite then
-        // overestimates, which only delays a merge until a rewrite recomputes it exactly).
-        if k.typ == KeyType::Deleted {
-            let old = self.get(k.pos).map_or(0, |o| o.encoded_len());
-            self.live_bytes = self.live_bytes.saturating_sub(old);
+        // Exact: an overwrite that only added would let a node that lost most of its keys
+        // (an interior node after merges below it: each merge deletes one pointer and
+        // overwrites another) look full forever, so it would never merge and the tree
+        // would never shrink.
+        let old = self.get(k.pos).map_or(0, |o| o.encoded_len());
+        let new = if k.typ == KeyType::Deleted {
+            0
         } else {
-            self.live_bytes += k.encoded_len();
-        }
+            k.encoded_len()
+        };
+        self.live_bytes = (self.live_bytes + new).saturating_sub(old);
         if self.sets.len() == ws.sealed {
             // Everything so far is sealed: the recent-keys filter starts over with this set.
             self.recent = Bloom::with_keys(INSERT_SET_MAX);
@@ -373,7 +380,10 @@ impl NodeData {
             }
         }
         if self.recent.full() {
-            let n: usize = self.sets[self.recent_from.min(self.sets.len())..].iter().map(KeySet::len).sum();
+            let n: usize = self.sets[self.recent_from.min(self.sets.len())..]
+                .iter()
+                .map(KeySet::len)
+                .sum();
             self.recent = Bloom::with_keys(2 * n + 1);
             for s in &self.sets[self.recent_from.min(self.sets.len())..] {
                 for e in s.iter() {
@@ -446,7 +456,7 @@ mod tests {
                 }
                 prop_assert!(d.sets.len() <= ws.sealed + 2 && ws.sealed <= 2, "{} sets, {} sealed", d.sets.len(), ws.sealed);
             }
-            prop_assert!(d.live_bytes >= d.live_set().live_bytes());
+            prop_assert_eq!(d.live_bytes, d.live_set().live_bytes());
             let live: Vec<Key> = d.live_set().iter().map(|k| k.to_owned()).collect();
             prop_assert_eq!(&live, &m.values().cloned().collect::<Vec<_>>());
             for p in 0..201u64 {
