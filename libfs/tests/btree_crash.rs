@@ -59,12 +59,14 @@ type Model = BTreeMap<(BtreeId, Pos), Vec<u8>>;
 type Txn = (u64, Vec<(BtreeId, Pos, Option<Vec<u8>>)>);
 
 /// Runs the workload; returns the transactions (seq, effect) and the acknowledgements
-/// (device flush count when the flush returned, seq made durable).
+/// (flushes of the recording completed when the flush returned — a crash in a later epoch
+/// must keep it — and the seq made durable).
 fn workload(
     s: &Store,
     dev: &sixfs::dev::CrashDevice,
     seed: u64,
     txns: usize,
+    base: u64,
 ) -> (Vec<Txn>, Vec<(u64, u64)>) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut model: Model = BTreeMap::new();
@@ -115,7 +117,7 @@ fn workload(
         let p_flush = if (i / 400) % 2 == 0 { 0.3 } else { 0.0 };
         if rng.gen_bool(p_flush) || i + 1 == txns {
             let d = s.flush_all().expect("flush");
-            acks.push((dev.flushes(), d));
+            acks.push((dev.flushes() - base, d));
         }
     }
     (history, acks)
@@ -157,8 +159,10 @@ fn enumerate(seed: u64, t: &Tier) -> usize {
     };
     let dev = new_dev(8 << 20, &opts);
     dev.start_recording();
+    // Epoch k of the recording starts after k of its flushes: acknowledgements count those.
+    let base = dev.flushes();
     let s = open(dev.clone());
-    let (history, acks) = workload(&s, &dev, seed, t.txns);
+    let (history, acks) = workload(&s, &dev, seed, t.txns, base);
     let c = &s.btree().counters;
     let merges = c.merges.load(std::sync::atomic::Ordering::Relaxed);
     let roots = c.root_splits.load(std::sync::atomic::Ordering::Relaxed)

@@ -60,7 +60,8 @@ pub enum BtreeError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestartReason {
-    /// A node lock could not be taken without blocking while other locks were held.
+    /// A lock taken out of order (a leaf the commit only read, relocked while holding the
+    /// leaves it writes) was held by a writer: it is never waited for.
     LockContended,
     /// A dropped lock could not be retaken at the same seq (the node changed).
     Relock,
@@ -72,17 +73,21 @@ pub enum RestartReason {
     Split,
     /// The root changed during the traversal.
     RootChanged,
+    /// The commit's journal reservation would have waited (for jset writes or reclaim):
+    /// locks were dropped for the wait.
+    JournalRes,
 }
 
 impl RestartReason {
     /// All reasons, for counters.
-    pub const ALL: [RestartReason; 6] = [
+    pub const ALL: [RestartReason; 7] = [
         RestartReason::LockContended,
         RestartReason::Relock,
         RestartReason::NodeDead,
         RestartReason::NodeFill,
         RestartReason::Split,
         RestartReason::RootChanged,
+        RestartReason::JournalRes,
     ];
     /// Index into counter arrays.
     pub fn idx(self) -> usize {

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use super::keyset::KeySet;
 use super::node::{Node, NodeData, WriteState};
-use super::trans::{child_ptr, fits, insert_keys, node_capacity};
+use super::trans::{child_ptr, fits, insert_keys, node_capacity, room_now};
 use super::{Btree, BtreeError, TransError, io};
 use crate::format::bkey::{KEY_HEADER_BYTES, Key, Pos};
 use crate::format::btree_id::BtreeId;
@@ -35,7 +35,7 @@ fn err(e: TransError) -> BtreeError {
     }
 }
 
-fn unlock_intents(nodes: &[Arc<Node>]) {
+pub(crate) fn unlock_intents(nodes: &[Arc<Node>]) {
     for n in nodes {
         n.lock.unlock_intent();
     }
@@ -43,7 +43,7 @@ fn unlock_intents(nodes: &[Arc<Node>]) {
 
 /// Intent-locks the path from the root down to the node at `level` covering `pos`.
 /// Index 0 is the root. The caller holds the btree's interior mutex.
-fn lock_path(
+pub(crate) fn lock_path(
     bt: &Btree,
     btree: BtreeId,
     pos: Pos,
@@ -138,9 +138,9 @@ fn ptr_key(n: &Node) -> Key {
     Key::btree_ptr(n.max, &n.ptr(io::written_sectors(n)))
 }
 
-/// Marks `old` dead (write-locked by the caller), drops its pins, dirty entry and cache entry.
+/// Marks `old` dead (write-locked by the caller, who also holds its `io` lock, so no write of
+/// it is in flight), drops its pins, dirty entry and cache entry.
 fn retire(bt: &Btree, old: &Arc<Node>) {
-    let _io = old.io.lock();
     old.set_dead();
     let (a, b) = {
         let mut ws = old.ws.lock();
@@ -188,10 +188,18 @@ fn swap_in_parent(
         }
     };
     let seq = res.seq;
+    // No write of an old node may be in flight when it dies (its slot is reused once the
+    // swap is durable): take their `io` locks before their write locks, after the journal
+    // reservation (whose reclaim may write them).
+    let ios: Vec<_> = old.iter().map(|o| o.io.lock()).collect();
     parent.lock.lock_write();
     for o in old {
         o.lock.lock_write();
     }
+    debug_assert!(
+        room_now(bt, parent, len),
+        "the parent lost its room for the swap"
+    );
     insert_keys(bt, parent, keys.iter().map(Key::as_ref), seq);
     for o in old {
         retire(bt, o);
@@ -202,6 +210,7 @@ fn swap_in_parent(
     for o in old {
         o.lock.unlock_write();
     }
+    drop(ios);
     parent.lock.unlock_write();
     unlock_intents(held);
     bt.journal.res_put(res);
@@ -235,6 +244,7 @@ fn swap_root(
         }
     };
     let seq = res.seq;
+    let ios: Vec<_> = old.iter().map(|o| o.io.lock()).collect();
     for o in old {
         o.lock.lock_write();
     }
@@ -255,6 +265,7 @@ fn swap_root(
     for o in old {
         o.lock.unlock_write();
     }
+    drop(ios);
     unlock_intents(held);
     bt.journal.res_put(res);
     for o in old {
@@ -681,50 +692,4 @@ fn merge(
         &held,
     )
     .map(|()| true)
-}
-
-/// Inserts interior keys at `level` (journal replay). Each key is journaled again.
-pub(crate) fn insert_interior_keys(
-    bt: &Btree,
-    btree: BtreeId,
-    level: u8,
-    keys: &[Key],
-) -> Result<(), BtreeError> {
-    let _g = bt.interior[btree.idx()].lock();
-    for k in keys {
-        loop {
-            let path = lock_path(bt, btree, k.pos, level)?;
-            let Some(node) = path.last().cloned() else {
-                break;
-            };
-            if !fits(bt, &node, k.encoded_len()) {
-                unlock_intents(&path);
-                rewrite_locked(bt, btree, level, k.pos, None, k.encoded_len(), 0)?;
-                continue;
-            }
-            let mut payload = Vec::new();
-            push_entry_header(
-                &mut payload,
-                JEntryType::BtreeKeys,
-                btree,
-                level,
-                k.encoded_len(),
-            );
-            k.encode_into(&mut payload);
-            let res = match bt.journal.reserve(&payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    unlock_intents(&path);
-                    return Err(e.into());
-                }
-            };
-            node.lock.lock_write();
-            insert_keys(bt, &node, std::iter::once(k.as_ref()), res.seq);
-            node.lock.unlock_write();
-            unlock_intents(&path);
-            bt.journal.res_put(res);
-            break;
-        }
-    }
-    Ok(())
 }

@@ -188,8 +188,10 @@ pub(crate) fn read_node_raw(
     ))
 }
 
-/// The node `ptr` points at, from the cache or read from disk (and cached). The caller holds
-/// no node locks (the read is IO).
+/// The node `ptr` points at, from the cache or read from disk (and cached), checked to be
+/// the node the pointer names (a cached node at that address that is another node — a stale
+/// or corrupt pointer — is an error, never followed: it could be an ancestor). Only a holder
+/// of the btree's interior mutex (which may do IO under intent locks) calls it.
 pub(crate) fn get_node(
     bt: &Btree,
     ptr: &BtreePtr,
@@ -198,6 +200,31 @@ pub(crate) fn get_node(
     max: Pos,
 ) -> Result<Arc<Node>, BtreeError> {
     if let Some(n) = bt.cache.get(ptr.sector) {
+        if n.node_seq != ptr.node_seq
+            || n.btree != btree
+            || n.level != level
+            || n.min != ptr.min_pos
+            || n.max != max
+        {
+            return Err(corrupt(
+                btree,
+                level,
+                ptr.min_pos,
+                max,
+                ptr.sector.saturating_mul(512),
+                format!(
+                    "pointer names node seq {:#x} ({btree} level {level} keys {}..={max}), but the node at sector {} is seq {:#x} ({} level {} keys {}..={})",
+                    ptr.node_seq,
+                    ptr.min_pos,
+                    ptr.sector,
+                    n.node_seq,
+                    n.btree,
+                    n.level,
+                    n.min,
+                    n.max
+                ),
+            ));
+        }
         return Ok(n);
     }
     let n = read_node_raw(
@@ -266,15 +293,18 @@ pub(crate) fn write_new_node(bt: &Btree, node: &Node, journal_seq: u64) -> Resul
 }
 
 /// Appends the node's unwritten keys as a new entry and releases their journal pin.
-/// The caller holds no lock on the node.
+/// The caller holds no lock on the node, or intent (reclaim run by a structural change).
+/// Lock order: `io` (serialising this node's writes, held across the device IO) before the
+/// SIX read lock, which is held only to seal the keys; a retiring node's `io` is taken by
+/// the structural change before its write lock, so no write of it is in flight when it dies.
 pub(crate) fn write_node(bt: &Btree, node: &Arc<Node>) -> Result<(), BtreeError> {
     bt.check_error()?;
+    let io = node.io.lock();
     node.lock.lock_read();
     if node.is_dead() {
         node.lock.unlock_read();
         return Ok(());
     }
-    let io = node.io.lock();
     let sealed = (|| {
         let d = node.data();
         let mut ws = node.ws.lock();
@@ -306,6 +336,9 @@ pub(crate) fn write_node(bt: &Btree, node: &Arc<Node>) -> Result<(), BtreeError>
             bt.cfg.block_size as usize,
         );
         if offset + buf.len() as u64 > u64::from(bt.cfg.node_size) {
+            // `fits` makes this impossible; if it happens anyway, stop writing rather than
+            // keep a node whose keys can never be written.
+            bt.set_error("internal error: a node's unwritten keys outgrew it");
             return Err(corrupt(
                 node.btree,
                 node.level,

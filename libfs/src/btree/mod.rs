@@ -5,7 +5,8 @@
 //! - `cache`: nodes by address, bounded; `io`: reading and writing nodes;
 //! - [`trans`]: transactions — lookups, iterators, queued updates, commit, restarts;
 //! - `interior`: splits, compactions, merges and root changes (copy-on-write);
-//! - [`node_alloc`]: where nodes go on disk; [`check`]: the structural check.
+//! - [`node_alloc`]: where nodes go on disk; [`check`]: the structural check;
+//! - `replay`: journal keys inserted at their original seqs during recovery.
 //!
 //! Locking rules (see `docs/locking.md`):
 //! 1. A transaction blocks on a node lock only while holding no other node lock, except:
@@ -27,11 +28,12 @@ pub(crate) mod io;
 pub(crate) mod keyset;
 pub(crate) mod node;
 pub mod node_alloc;
+pub(crate) mod replay;
 pub mod trans;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -47,6 +49,7 @@ use crate::format::btree_ptr::BtreePtr;
 use crate::format::csum::ChecksumType;
 use crate::format::superblock::SeqRange;
 use crate::journal::{Journal, JournalReclaim};
+use crate::sync::barrier::WriteBarrier;
 
 /// Static configuration of a store.
 #[derive(Clone, Debug)]
@@ -78,7 +81,11 @@ impl BtreeConfig {
 /// Counters (restarts by reason, structural changes, IO).
 #[derive(Debug, Default)]
 pub struct BtreeCounters {
+    /// Transaction restarts (the closure ran again), by reason.
     restarts: [AtomicU64; RestartReason::ALL.len()],
+    /// Traversals that started over from the root inside one call (the closure did not
+    /// rerun), by reason.
+    retraverses: [AtomicU64; RestartReason::ALL.len()],
     /// Leaf and interior splits.
     pub splits: AtomicU64,
     /// Compactions (rewrite into one new node).
@@ -101,27 +108,34 @@ impl BtreeCounters {
     pub(crate) fn restart(&self, r: RestartReason) {
         self.restarts[r.idx()].fetch_add(1, Ordering::Relaxed);
     }
-    /// Restarts counted for `r`.
+    pub(crate) fn retraverse(&self, r: RestartReason) {
+        self.retraverses[r.idx()].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Transaction restarts counted for `r`.
     pub fn restarts(&self, r: RestartReason) -> u64 {
         self.restarts[r.idx()].load(Ordering::Relaxed)
     }
+    /// Traversal retries (inside one call, not a transaction restart) counted for `r`.
+    pub fn retraverses(&self, r: RestartReason) -> u64 {
+        self.retraverses[r.idx()].load(Ordering::Relaxed)
+    }
     /// A snapshot as (name, value) pairs.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let name = |r: &RestartReason| {
+            serde_json::to_value(r)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        };
         let mut v: Vec<(String, u64)> = RestartReason::ALL
             .iter()
-            .map(|r| {
-                (
-                    format!(
-                        "restart_{}",
-                        serde_json::to_value(r)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_default()
-                    ),
-                    self.restarts(*r),
-                )
-            })
+            .map(|r| (format!("restart_{}", name(r)), self.restarts(*r)))
             .collect();
+        v.extend(
+            RestartReason::ALL
+                .iter()
+                .map(|r| (format!("retraverse_{}", name(r)), self.retraverses(*r))),
+        );
         for (n, c) in [
             ("splits", &self.splits),
             ("compactions", &self.compactions),
@@ -152,6 +166,10 @@ pub struct Btree {
     /// Counters.
     pub counters: BtreeCounters,
     pub(crate) error: Mutex<Option<String>>,
+    /// Every commit holds a token; shutting down freezes it so no commit is in flight (or
+    /// starts) while the final state is written.
+    pub(crate) writes: WriteBarrier,
+    pub(crate) shut_down: AtomicBool,
 }
 
 impl std::fmt::Debug for Btree {
@@ -198,6 +216,8 @@ impl Btree {
             dirty: Mutex::new(HashMap::new()),
             counters: BtreeCounters::default(),
             error: Mutex::new(None),
+            writes: WriteBarrier::new(),
+            shut_down: AtomicBool::new(false),
         });
         let weak: std::sync::Weak<dyn JournalReclaim> =
             Arc::downgrade(&(bt.clone() as Arc<dyn JournalReclaim>));
@@ -273,6 +293,24 @@ impl Btree {
         }
     }
 
+    /// Stops commits for good: waits for those in flight; later ones fail with
+    /// [`BtreeError::ReadOnly`]. Then the caller writes the final state.
+    pub fn shut_down_writes(&self) {
+        self.shut_down.store(true, Ordering::SeqCst);
+        self.writes.freeze();
+        // Commits that waited at the frozen barrier now enter, see the flag and fail.
+        self.writes.thaw();
+    }
+
+    /// A commit's token: `None` once [`Btree::shut_down_writes`] has begun.
+    pub(crate) fn enter_commit(&self) -> Result<crate::sync::barrier::Token<'_>, BtreeError> {
+        let t = self.writes.enter();
+        if self.shut_down.load(Ordering::SeqCst) {
+            return Err(BtreeError::ReadOnly("the store is shut down".into()));
+        }
+        Ok(t)
+    }
+
     /// Writes back every dirty node (for clean shutdown and reclaim).
     pub fn flush_all_nodes(&self) -> Result<(), BtreeError> {
         self.flush_pins_upto(u64::MAX)
@@ -280,21 +318,18 @@ impl Btree {
 
     /// Writes back dirty nodes whose oldest unwritten key has seq ≤ `upto`.
     pub fn flush_pins_upto(&self, upto: u64) -> Result<(), BtreeError> {
-        let nodes: Vec<Arc<Node>> = {
-            let d = self.dirty.lock();
-            let mut v: Vec<(u64, Arc<Node>)> = d
-                .values()
-                .filter_map(|n| {
-                    let ws = n.ws.lock();
-                    ws.unwritten_pin
-                        .filter(|&p| p <= upto)
-                        .map(|p| (p, n.clone()))
-                })
-                .collect();
-            v.sort_by_key(|(p, _)| *p);
-            v.into_iter().map(|(_, n)| n).collect()
-        };
-        for n in nodes {
+        // Lock order is `ws` before `dirty` (a commit marks a node dirty holding its `ws`):
+        // copy the dirty list, then look at each node's write state.
+        let dirty: Vec<Arc<Node>> = self.dirty.lock().values().cloned().collect();
+        let mut v: Vec<(u64, Arc<Node>)> = dirty
+            .into_iter()
+            .filter_map(|n| {
+                let p = n.ws.lock().unwritten_pin.filter(|&p| p <= upto);
+                p.map(|p| (p, n))
+            })
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        for (_, n) in v {
             io::write_node(self, &n)?;
         }
         Ok(())

@@ -128,6 +128,20 @@ impl<'a> BtreeTrans<'a> {
         level: u8,
         want: SixLockType,
     ) -> Result<Arc<Node>, TransError> {
+        Self::traverse_io(bt, btree, pos, level, want, true)
+    }
+
+    /// [`Self::traverse`]; with `io_ok` false (the caller holds other node locks) a node that
+    /// is not cached is not read: the traversal unlocks and returns `Restart(NodeFill)`, and
+    /// the caller drops its locks and reads it ([`Self::prefetch`]) before starting over.
+    fn traverse_io(
+        bt: &Btree,
+        btree: BtreeId,
+        pos: Pos,
+        level: u8,
+        want: SixLockType,
+        io_ok: bool,
+    ) -> Result<Arc<Node>, TransError> {
         'top: loop {
             let root = bt.root(btree);
             if root.level < level {
@@ -146,7 +160,7 @@ impl<'a> BtreeTrans<'a> {
             // installed, so a live root is the current one.
             if root.is_dead() {
                 root.lock.unlock(rt);
-                bt.counters.restart(RestartReason::RootChanged);
+                bt.counters.retraverse(RestartReason::RootChanged);
                 continue 'top;
             }
             let mut cur = root;
@@ -162,9 +176,14 @@ impl<'a> BtreeTrans<'a> {
                 let child_level = cur.level - 1;
                 let child = match bt.cache.get(ptr.sector) {
                     Some(c) => c,
+                    None if !io_ok => {
+                        cur.lock.unlock(cur_t);
+                        return Err(TransError::Restart(RestartReason::NodeFill));
+                    }
                     None => {
                         let seq = cur.lock.seq();
                         cur.lock.unlock(cur_t);
+                        crate::sync::six::held::assert_none_held();
                         let n = io::read_node_raw(
                             &*bt.dev,
                             &bt.cfg,
@@ -177,7 +196,7 @@ impl<'a> BtreeTrans<'a> {
                         .map_err(TransError::Error)?;
                         bt.counters.node_reads.fetch_add(1, Ordering::Relaxed);
                         if !cur.lock.relock(cur_t, seq) {
-                            bt.counters.restart(RestartReason::NodeFill);
+                            bt.counters.retraverse(RestartReason::NodeFill);
                             continue 'top;
                         }
                         bt.cache.insert(Arc::new(n))
@@ -208,7 +227,7 @@ impl<'a> BtreeTrans<'a> {
                 }
                 if child.is_dead() {
                     child.lock.unlock(ct);
-                    bt.counters.restart(RestartReason::NodeDead);
+                    bt.counters.retraverse(RestartReason::NodeDead);
                     continue 'top;
                 }
                 cur = child;
@@ -216,6 +235,14 @@ impl<'a> BtreeTrans<'a> {
             }
             return Ok(cur);
         }
+    }
+
+    /// Reads the leaf covering `pos` into the cache (holding no locks), for a commit that
+    /// gave up its locks rather than do IO under them.
+    fn prefetch(bt: &Btree, btree: BtreeId, pos: Pos) -> Result<(), TransError> {
+        let leaf = Self::traverse(bt, btree, pos, 0, SixLockType::Read)?;
+        leaf.lock.unlock_read();
+        Ok(())
     }
 
     /// The live key at `pos`, if any (queued updates included).
@@ -489,6 +516,7 @@ impl<'a> BtreeTrans<'a> {
         }
         self.bt.check_error()?;
         let bt = self.bt;
+        let _token = bt.enter_commit()?;
         let ups: Vec<(BtreeId, Key)> = self
             .updates
             .iter()
@@ -504,8 +532,15 @@ impl<'a> BtreeTrans<'a> {
         let mut i = 0;
         while i < ups.len() {
             let (b, ref k) = ups[i];
-            let leaf = match Self::traverse(bt, b, k.pos, 0, SixLockType::Intent) {
+            // Later leaves are locked while holding earlier ones (in order): no IO then.
+            let io_ok = leaves.is_empty();
+            let leaf = match Self::traverse_io(bt, b, k.pos, 0, SixLockType::Intent, io_ok) {
                 Ok(l) => l,
+                Err(TransError::Restart(RestartReason::NodeFill)) if !io_ok => {
+                    unlock_all(&leaves);
+                    Self::prefetch(bt, b, k.pos)?;
+                    return Err(TransError::Restart(RestartReason::NodeFill));
+                }
                 Err(e) => {
                     unlock_all(&leaves);
                     return Err(e);
@@ -560,8 +595,16 @@ impl<'a> BtreeTrans<'a> {
             unlock_all(&leaves);
             return Err(TransError::Restart(RestartReason::Relock));
         }
-        let res = match bt.journal.reserve_len(payload.len()) {
-            Ok(r) => r,
+        // Waiting for journal space means IO (jset writes, reclaim writing nodes): never
+        // under node locks. Without room now, drop everything, make room, start over.
+        let res = match bt.journal.reserve_len_nowait(payload.len()) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                unlock_all(&leaves);
+                bt.journal.make_room(payload.len())?;
+                bt.note_durable();
+                return Err(TransError::Restart(RestartReason::JournalRes));
+            }
             Err(e) => {
                 unlock_all(&leaves);
                 return Err(e.into());
@@ -571,9 +614,20 @@ impl<'a> BtreeTrans<'a> {
         for (n, _) in &leaves {
             n.lock.lock_write();
         }
-        // Leaves only read: relock at the seq they were read at, without blocking.
+        // Every leaf still has room: `fits` allowed for a node write (reclaim, under a read
+        // lock) between the check and now, and nobody else inserts while we hold intent.
+        debug_assert!(
+            leaves.iter().all(|(n, r)| {
+                let bytes = ups[r.clone()].iter().map(|(_, k)| k.encoded_len()).sum();
+                room_now(bt, n, bytes)
+            }),
+            "a leaf lost the room checked before the journal reservation"
+        );
+        // Leaves only read: relock at the seq they were read at, without blocking (these
+        // locks are out of order: a leaf that cannot be relocked at once means a restart).
         let mut relocked: Vec<&Arc<Node>> = Vec::new();
         let mut valid = true;
+        let mut reason = RestartReason::Relock;
         for (n, rseq) in self.reads.values() {
             if is_written(n) {
                 continue;
@@ -582,6 +636,10 @@ impl<'a> BtreeTrans<'a> {
                 relocked.push(n);
             } else {
                 valid = false;
+                if n.lock.seq() == rseq.wrapping_add(1) {
+                    // Write-locked right now: the first write since our read is under way.
+                    reason = RestartReason::LockContended;
+                }
                 break;
             }
         }
@@ -611,7 +669,7 @@ impl<'a> BtreeTrans<'a> {
         }
         bt.journal.res_put(res);
         if !valid {
-            return Err(TransError::Restart(RestartReason::Relock));
+            return Err(TransError::Restart(reason));
         }
         // The commit is done: a merge that fails (IO error, no node space) is only a missed
         // chance to shrink, so it is logged, not returned as the commit's result.
@@ -627,9 +685,24 @@ impl<'a> BtreeTrans<'a> {
     }
 }
 
-/// Whether `bytes` more key bytes fit in `node`: everything unwritten must still fit in one
-/// appended entry after what is on disk.
+/// Whether `bytes` more key bytes fit in `node`, which the caller holds intent on (so
+/// nobody else inserts into it): the keys already unwritten and the new ones must fit after
+/// what is on disk even if the node is written between this check and the insert (journal
+/// reclaim writes nodes under a read lock): the unwritten keys then take an entry of their
+/// own, and the new ones the next.
 pub(crate) fn fits(bt: &Btree, node: &Node, bytes: usize) -> bool {
+    let ws = node.ws.lock();
+    let bs = bt.cfg.block_size as usize;
+    let pending = match ws.unwritten_bytes {
+        0 => 0,
+        u => entry_disk_bytes(u, bs) as u64,
+    };
+    ws.disk_bytes + pending + entry_disk_bytes(bytes, bs) as u64 <= u64::from(bt.cfg.node_size)
+}
+
+/// Whether `bytes` more key bytes fit in `node` as it is now (write-locked by the caller, so
+/// no node write can start): what an insert needs.
+pub(crate) fn room_now(bt: &Btree, node: &Node, bytes: usize) -> bool {
     let ws = node.ws.lock();
     let need = entry_disk_bytes(ws.unwritten_bytes + bytes, bt.cfg.block_size as usize) as u64;
     ws.disk_bytes + need <= u64::from(bt.cfg.node_size)
@@ -648,6 +721,17 @@ pub(crate) fn insert_keys<'k>(
     keys: impl Iterator<Item = KeyRef<'k>>,
     seq: u64,
 ) {
+    insert_keys_at(bt, node, keys, seq, seq);
+}
+
+/// [`insert_keys`] for keys committed at journal seqs in `[min_seq, max_seq]` (replay).
+pub(crate) fn insert_keys_at<'k>(
+    bt: &Btree,
+    node: &Arc<Node>,
+    keys: impl Iterator<Item = KeyRef<'k>>,
+    min_seq: u64,
+    max_seq: u64,
+) {
     let d = node.data_mut();
     let mut ws = node.ws.lock();
     for k in keys {
@@ -655,10 +739,32 @@ pub(crate) fn insert_keys<'k>(
         debug_assert!(k.encoded_len() >= KEY_HEADER_BYTES);
         d.insert(&k, &mut ws);
     }
-    ws.unwritten_max_seq = ws.unwritten_max_seq.max(seq);
-    if ws.unwritten_pin.is_none() {
-        ws.unwritten_pin = Some(seq);
-        bt.journal.pin_get(seq);
-        bt.dirty.lock().insert(node.addr, node.clone());
+    note_unwritten(bt, node, &mut ws, min_seq, max_seq);
+}
+
+/// Records that `node` holds unwritten keys with journal seqs in `[min_seq, max_seq]`: pins
+/// `min_seq` (moving the node's pin back if that is older than the one held: journal replay
+/// inserts keys with their original seqs, in position order) and marks the node dirty.
+fn note_unwritten(
+    bt: &Btree,
+    node: &Arc<Node>,
+    ws: &mut super::node::WriteState,
+    min_seq: u64,
+    max_seq: u64,
+) {
+    debug_assert!(min_seq <= max_seq);
+    ws.unwritten_max_seq = ws.unwritten_max_seq.max(max_seq);
+    match ws.unwritten_pin {
+        None => {
+            ws.unwritten_pin = Some(min_seq);
+            bt.journal.pin_get(min_seq);
+            bt.dirty.lock().insert(node.addr, node.clone());
+        }
+        Some(p) if min_seq < p => {
+            bt.journal.pin_get(min_seq);
+            bt.journal.pin_put(p);
+            ws.unwritten_pin = Some(min_seq);
+        }
+        Some(_) => {}
     }
 }

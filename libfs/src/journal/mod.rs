@@ -133,6 +133,17 @@ pub struct JournalRes {
     len: usize,
 }
 
+/// What a reservation waits for.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Ring space: reclaim must run.
+    Space,
+    /// The open seq is `LEAD` ahead of the durable one: a flush must be written.
+    Lead,
+    /// Too many closed jsets in memory: they must be written.
+    Closed,
+}
+
 #[derive(Debug)]
 struct Closed {
     seq: u64,
@@ -157,6 +168,8 @@ struct State {
     offset: u64,
     bucket_seq: Vec<u64>,
     flush_wanted: u64,
+    /// Recovery is replaying: the lower reservation floor applies.
+    replaying: bool,
     error: Option<String>,
     shutdown: bool,
 }
@@ -216,13 +229,14 @@ impl Journal {
                 closed: VecDeque::new(),
                 pins: BTreeMap::new(),
                 roots,
-                seq_written: start.seq - 1,
+                seq_written: start.seq.saturating_sub(1),
                 seq_durable: start.durable_seq,
                 last_seq_ondisk: start.last_seq_ondisk,
                 bucket: start.bucket,
                 offset: start.offset,
                 bucket_seq: start.bucket_seq,
                 flush_wanted: 0,
+                replaying: false,
                 error: None,
                 shutdown: false,
             }),
@@ -290,9 +304,15 @@ impl Journal {
         free
     }
 
-    /// Space a normal reservation must leave so that reclaim can always write what it needs.
-    fn reserve_floor(&self) -> u64 {
-        (MAX_CLOSED as u64 + 3) * self.geo.jset_max() as u64
+    /// Space a normal reservation must leave so that reclaim can always write what it needs
+    /// (the closed jsets and the flush jsets reclaim writes); lower during replay.
+    fn reserve_floor(&self, s: &State) -> u64 {
+        let jsets = if s.replaying {
+            2
+        } else {
+            MAX_CLOSED as u64 + 3
+        };
+        jsets * self.geo.jset_max() as u64
     }
 
     /// Closes the open jset: no more reservations go into it; fixes its `last_seq`.
@@ -325,7 +345,43 @@ impl Journal {
     /// Reserves `len` bytes (≥ 8) in the open jset, to be filled with [`Journal::fill`] or
     /// given back with [`Journal::cancel`] before [`Journal::res_put`]. The jset is not
     /// written while the reservation is held, so a commit can still decide not to happen.
+    /// The reservation pins its seq until `res_put`, so no jset closed meanwhile can claim
+    /// (through its `last_seq`) that the reserved seq is no longer needed. Waits (writing
+    /// jsets, running reclaim) when the journal is short of space.
     pub fn reserve_len(&self, len: usize) -> Result<JournalRes, JournalError> {
+        loop {
+            match self.try_reserve_len(len)? {
+                Ok(r) => return Ok(r),
+                Err(wait) => self.make_room_for(wait)?,
+            }
+        }
+    }
+
+    /// Like [`Journal::reserve_len`], but never waits: `None` when the reservation would
+    /// have to wait for journal IO or reclaim. A caller holding btree locks then drops
+    /// them, calls [`Journal::make_room`] and starts over.
+    pub fn reserve_len_nowait(&self, len: usize) -> Result<Option<JournalRes>, JournalError> {
+        Ok(self.try_reserve_len(len)?.ok())
+    }
+
+    /// Waits (writing jsets, running reclaim) until a reservation of `len` bytes would not
+    /// have to wait. Called holding no btree locks.
+    pub fn make_room(&self, len: usize) -> Result<(), JournalError> {
+        self.check_len(len)?;
+        loop {
+            let wait = {
+                let mut s = self.state.lock();
+                self.check(&s)?;
+                self.blocked(&mut s, len)
+            };
+            match wait {
+                None => return Ok(()),
+                Some(w) => self.make_room_for(w)?,
+            }
+        }
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), JournalError> {
         let max = self.geo.jset_max();
         debug_assert!(len >= JENTRY_HEADER_BYTES);
         if JSET_HEADER_BYTES + len + self.roots_bytes() > max {
@@ -334,32 +390,52 @@ impl Journal {
                 max: max - JSET_HEADER_BYTES - self.roots_bytes(),
             });
         }
-        loop {
-            let mut s = self.state.lock();
-            self.check(&s)?;
-            if s.open.len() + len + self.roots_bytes() > max {
-                self.close_open(&mut s);
-            }
-            let lead_ok = s.cur_seq <= s.seq_durable + LEAD;
-            let space_ok = self.free_bytes(&s) >= self.reserve_floor() + max as u64;
-            if s.closed.len() < MAX_CLOSED && lead_ok && space_ok {
-                let offset = s.open.len();
-                s.open.resize(offset + len, 0);
-                s.open_refs += 1;
-                let seq = s.cur_seq;
-                drop(s);
-                self.stats.lock().reservations += 1;
-                return Ok(JournalRes { seq, offset, len });
-            }
-            drop(s);
-            if !space_ok {
-                self.reclaim_space()?;
-            } else if !lead_ok {
+        Ok(())
+    }
+
+    /// What a reservation of `len` bytes would wait for now (`None`: nothing). Closes the
+    /// open jset if `len` does not fit in it.
+    fn blocked(&self, s: &mut State, len: usize) -> Option<Wait> {
+        let max = self.geo.jset_max();
+        if s.open.len() + len + self.roots_bytes() > max {
+            self.close_open(s);
+        }
+        if self.free_bytes(s) < self.reserve_floor(s) + max as u64 {
+            Some(Wait::Space)
+        } else if s.cur_seq > s.seq_durable.saturating_add(LEAD) {
+            Some(Wait::Lead)
+        } else if s.closed.len() >= MAX_CLOSED {
+            Some(Wait::Closed)
+        } else {
+            None
+        }
+    }
+
+    fn try_reserve_len(&self, len: usize) -> Result<Result<JournalRes, Wait>, JournalError> {
+        self.check_len(len)?;
+        let mut s = self.state.lock();
+        self.check(&s)?;
+        if let Some(w) = self.blocked(&mut s, len) {
+            return Ok(Err(w));
+        }
+        let offset = s.open.len();
+        s.open.resize(offset + len, 0);
+        s.open_refs += 1;
+        let seq = s.cur_seq;
+        *s.pins.entry(seq).or_insert(0) += 1;
+        drop(s);
+        self.stats.lock().reservations += 1;
+        Ok(Ok(JournalRes { seq, offset, len }))
+    }
+
+    fn make_room_for(&self, wait: Wait) -> Result<(), JournalError> {
+        match wait {
+            Wait::Space => self.reclaim_space(),
+            Wait::Lead => {
                 let target = self.state.lock().cur_seq.saturating_sub(LEAD);
-                self.write_closed(Some(target))?;
-            } else {
-                self.write_closed(None)?;
+                self.write_closed(Some(target))
             }
+            Wait::Closed => self.write_closed(None),
         }
     }
 
@@ -410,9 +486,11 @@ impl Journal {
         self.close_open(&mut s);
     }
 
-    /// Releases a reservation (after its keys are in the btree and pinned).
+    /// Releases a reservation (after its keys are in the btree and pinned), and the pin it
+    /// held on its seq.
     pub fn res_put(&self, res: JournalRes) {
         let mut s = self.state.lock();
+        Self::unpin(&mut s, res.seq);
         if res.seq == s.cur_seq {
             s.open_refs -= 1;
         } else if let Some(c) = s.closed.iter_mut().find(|c| c.seq == res.seq) {
@@ -427,12 +505,30 @@ impl Journal {
 
     /// Takes a pin on `seq`: the journal keeps `seq` (and later) until [`Journal::pin_put`].
     pub fn pin_get(&self, seq: u64) {
-        *self.state.lock().pins.entry(seq).or_insert(0) += 1;
+        self.pin_add(seq, 1);
+    }
+
+    /// Takes `n` pins on `seq` (released one by one with [`Journal::pin_put`]).
+    pub fn pin_add(&self, seq: u64, n: u32) {
+        if n > 0 {
+            *self.state.lock().pins.entry(seq).or_insert(0) += n;
+        }
+    }
+
+    /// While replaying (recovery), reservations may use most of the space normally kept for
+    /// reclaim: the jset range being replayed stays pinned until its keys are in nodes, and
+    /// the few structural changes replay makes must be able to commit even when the crash
+    /// left the journal nearly full. Reclaim frees space as replay goes.
+    pub fn set_replaying(&self, on: bool) {
+        self.state.lock().replaying = on;
     }
 
     /// Releases a pin taken with [`Journal::pin_get`].
     pub fn pin_put(&self, seq: u64) {
-        let mut s = self.state.lock();
+        Self::unpin(&mut self.state.lock(), seq);
+    }
+
+    fn unpin(s: &mut State, seq: u64) {
         match s.pins.get_mut(&seq) {
             Some(c) if *c > 1 => *c -= 1,
             Some(_) => {
@@ -589,7 +685,7 @@ impl Journal {
         {
             let s = self.state.lock();
             self.check(&s)?;
-            if self.free_bytes(&s) >= self.reserve_floor() + 2 * self.geo.jset_max() as u64 {
+            if self.free_bytes(&s) >= self.reserve_floor(&s) + 2 * self.geo.jset_max() as u64 {
                 return Ok(()); // someone else reclaimed
             }
         }
@@ -608,7 +704,7 @@ impl Journal {
         }
         self.flush_all()?;
         let s = self.state.lock();
-        if self.free_bytes(&s) < self.reserve_floor() + self.geo.jset_max() as u64 {
+        if self.free_bytes(&s) < self.reserve_floor(&s) + self.geo.jset_max() as u64 {
             // Release everything and try once more.
             drop(s);
             if let Some(cb) = self.reclaim.lock().as_ref().and_then(Weak::upgrade) {
@@ -616,7 +712,7 @@ impl Journal {
             }
             self.flush_all()?;
             let s = self.state.lock();
-            if self.free_bytes(&s) < self.reserve_floor() + self.geo.jset_max() as u64 {
+            if self.free_bytes(&s) < self.reserve_floor(&s) + self.geo.jset_max() as u64 {
                 return Err(JournalError::Full(format!(
                     "{} bytes free after reclaim; the journal ({} buckets) is too small",
                     self.free_bytes(&s),

@@ -15,8 +15,19 @@
 //! level appears) or shrinks (a level disappears), keys journaled earlier for that level are
 //! stale and are dropped — each root change starts a new jset, and the jsets' root entries
 //! show where the root's level changed.
-//! Replay commits ordinary journaled transactions, so a crash during replay is recovered the
-//! same way next time.
+//!
+//! Replayed keys are not journaled again: each is inserted with the seq of its jset and pins
+//! it in its node (`btree::replay`); until then recovery pins it, so every jset written
+//! meanwhile names a `last_seq` no newer than the oldest key not yet written back. A crash
+//! during or after replay therefore finds what it still needs of `[L, N]` (plus what was
+//! journaled since) and replays it again; nothing acknowledged is lost, and no jset ever
+//! claims a half-replayed state. Leaves are replayed in seq order so that reclaim can free
+//! journal space as replay goes (see `replay_keys`).
+//!
+//! Before anything allocates, every node slot the tree references is marked used: the
+//! on-disk tree is walked with the replay's interior keys laid over each interior node (an
+//! interior node on disk may still point at a child that was replaced — and whose slot was
+//! reused — by a swap that only the journal records).
 //!
 //! Close: writes every dirty node, flushes the journal and writes a clean superblock with the
 //! roots.
@@ -30,7 +41,7 @@ use serde::Serialize;
 use crate::btree::node_alloc::{NodeAllocator, SimpleNodeAlloc};
 use crate::btree::{Btree, BtreeConfig, BtreeError, TransError};
 use crate::dev::BlockDevice;
-use crate::format::bkey::{Key, POS_MAX};
+use crate::format::bkey::{Key, POS_MAX, Pos};
 use crate::format::btree_id::{BTREE_ID_NR, BtreeId};
 use crate::format::btree_ptr::BtreePtr;
 use crate::format::jset::{JEntryType, decode_jset, push_root_entry};
@@ -217,10 +228,33 @@ impl std::fmt::Debug for Store {
 
 struct Replay {
     /// (btree, level, pos) -> newest key (by seq, then order in the jset), with its seq.
-    keys: BTreeMap<(BtreeId, std::cmp::Reverse<u8>, crate::format::bkey::Pos), (u64, Key)>,
+    keys: BTreeMap<(BtreeId, std::cmp::Reverse<u8>, Pos), (u64, Key)>,
     /// (btree, level) -> seq of the latest root change that created or removed that level:
     /// interior keys at that level from older jsets are stale.
     barriers: BTreeMap<(BtreeId, u8), u64>,
+    /// The first seq replayed (`last_seq` of the newest flush jset).
+    start: u64,
+}
+
+/// The keys to replay per (btree, level), highest level first, each with its seq; stale
+/// interior keys (from before a root change that created or removed their level, or for a
+/// level above the current root) left out.
+type ReplayKeys = BTreeMap<(BtreeId, std::cmp::Reverse<u8>), Vec<(u64, Key)>>;
+
+impl Replay {
+    fn live_keys(self, roots: &[(u8, BtreePtr); BTREE_ID_NR]) -> ReplayKeys {
+        let mut by_level: ReplayKeys = BTreeMap::new();
+        for ((b, lvl, _), (seq, k)) in self.keys {
+            let level = lvl.0;
+            let stale = level > 0
+                && (level > roots[b.idx()].0
+                    || self.barriers.get(&(b, level)).is_some_and(|&bar| seq < bar));
+            if !stale {
+                by_level.entry((b, lvl)).or_default().push((seq, k));
+            }
+        }
+        by_level
+    }
 }
 
 impl Store {
@@ -303,6 +337,7 @@ impl Store {
             let mut rp = Replay {
                 keys: BTreeMap::new(),
                 barriers: BTreeMap::new(),
+                start: l,
             };
             let mut root_level: [Option<u8>; BTREE_ID_NR] = [None; BTREE_ID_NR];
             for s in l..=n {
@@ -345,7 +380,15 @@ impl Store {
                 }
             }
             let max_seen = scan.jsets.keys().next_back().copied().unwrap_or(n);
-            let bl_end = (n + LEAD).max(max_seen);
+            let too_big = || OpenError::Journal2 {
+                dev: name.clone(),
+                detail: format!("journal seq {max_seen} is too large to continue from"),
+            };
+            let bl_end = n.checked_add(LEAD).ok_or_else(too_big)?.max(max_seen);
+            let next_seq = bl_end
+                .checked_add(1)
+                .filter(|s| *s < u64::MAX / 2)
+                .ok_or_else(too_big)?;
             info.blacklisted = Some((n + 1, bl_end));
             info.replayed = Some((l, n));
             sbk.blacklist.push(SeqRange {
@@ -362,7 +405,7 @@ impl Store {
                 bucket_seq[j.bucket] = bucket_seq[j.bucket].max(j.seq);
             }
             let start = JournalStart {
-                seq: bl_end + 1,
+                seq: next_seq,
                 bucket: newest.bucket,
                 offset: newest.offset + newest.disk_bytes,
                 bucket_seq,
@@ -375,14 +418,18 @@ impl Store {
             };
             (roots, start, Some(rp))
         };
-        // Mark what the on-disk tree references before anything allocates.
+        let replay = replay.map(|rp| (rp.start, rp.live_keys(&roots)));
+        // Mark what the tree references before anything allocates.
         let cfg = btree_config(&sbk, opts.cache_nodes);
-        mark_reachable(&*dev, &cfg, start.seq, &roots, &*alloc)?;
+        let no_keys = ReplayKeys::new();
+        let overlay = replay.as_ref().map_or(&no_keys, |(_, k)| k);
+        mark_reachable(&*dev, &cfg, start.seq, &roots, overlay, &*alloc)?;
         // Make the new state findable before writing anything else.
         let journal = Arc::new(Journal::new(dev.clone(), geo, start));
         if info.clean {
             journal.flush_all()?;
         }
+
         sbk.flags.remove(SbFlags::CLEAN);
         sbk.clean = None;
         sb::write_superblock(&*dev, &mut sbk)?;
@@ -393,8 +440,8 @@ impl Store {
             alloc.clone() as Arc<dyn NodeAllocator>,
             &roots,
         )?;
-        if let Some(rp) = replay {
-            info.replayed_keys = replay_keys(&bt, rp)?;
+        if let Some((_, keys)) = replay {
+            info.replayed_keys = replay_keys(&bt, keys)?;
             journal.flush_all()?;
             bt.note_durable();
         }
@@ -460,6 +507,9 @@ impl Store {
         if *closed {
             return Ok(());
         }
+        // No commit may land after the final flush: it would be acknowledged durable, yet a
+        // clean open replays nothing.
+        self.bt.shut_down_writes();
         self.bt.flush_all_nodes()?;
         let seq = self.journal.flush_all()?;
         // Nodes written by reclaim during the flush: write again until nothing is dirty.
@@ -492,29 +542,37 @@ fn merge_ranges(v: &mut Vec<SeqRange>) {
     *v = out;
 }
 
-/// Marks every node slot the on-disk tree references (interior levels are read; leaves are
-/// named by their parents).
+/// Marks every node slot the tree references: the on-disk tree, with the replay's interior
+/// keys (`overlay`) laid over each interior node — as it will be once they are replayed.
+/// Leaves are named by their parents, not read.
 fn mark_reachable(
     dev: &dyn BlockDevice,
     cfg: &BtreeConfig,
     cur_seq: u64,
     roots: &[(u8, BtreePtr); BTREE_ID_NR],
+    overlay: &ReplayKeys,
     alloc: &dyn NodeAllocator,
 ) -> Result<(), BtreeError> {
     for (i, (level, ptr)) in roots.iter().enumerate() {
+        let btree = BtreeId::ALL[i];
         alloc.mark_used(ptr.sector);
         let mut stack = vec![(*level, *ptr, POS_MAX)];
         while let Some((lvl, p, max)) = stack.pop() {
             if lvl == 0 {
                 continue;
             }
-            let n =
-                crate::btree::io::read_node_raw(dev, cfg, cur_seq, &p, BtreeId::ALL[i], lvl, max)?;
+            let n = crate::btree::io::read_node_raw(dev, cfg, cur_seq, &p, btree, lvl, max)?;
             n.lock.lock_read();
             let live = n.data().live_set();
             n.lock.unlock_read();
-            for k in live.iter() {
-                if let Ok(c) = BtreePtr::decode(k.val) {
+            let mut keys: BTreeMap<Pos, Key> = live.iter().map(|k| (k.pos, k.to_owned())).collect();
+            if let Some(over) = overlay.get(&(btree, std::cmp::Reverse(lvl))) {
+                for (_, k) in over.iter().filter(|(_, k)| n.covers(k.pos)) {
+                    keys.insert(k.pos, k.clone());
+                }
+            }
+            for k in keys.values().filter(|k| !k.is_deleted()) {
+                if let Ok(c) = BtreePtr::decode(&k.val) {
                     alloc.mark_used(c.sector);
                     if lvl > 1 {
                         stack.push((lvl - 1, c, k.pos));
@@ -526,47 +584,54 @@ fn mark_reachable(
     Ok(())
 }
 
-/// Replays collected keys: interior levels first (highest first), then leaves in batches.
-fn replay_keys(bt: &Btree, rp: Replay) -> Result<u64, OpenError> {
-    let mut n = 0u64;
-    let mut by_level: BTreeMap<(BtreeId, std::cmp::Reverse<u8>), Vec<Key>> = BTreeMap::new();
-    for ((b, lvl, _), (seq, k)) in rp.keys {
-        let stale = lvl.0 > 0 && rp.barriers.get(&(b, lvl.0)).is_some_and(|&bar| seq < bar);
-        if !stale {
-            by_level.entry((b, lvl)).or_default().push(k);
-        }
+/// Replays the keys: interior levels first (highest first), then the leaves in journal seq
+/// order. Every key's seq is pinned until the key is in a node (which then pins it itself),
+/// so jsets written meanwhile — by the splits replay causes, and by reclaim — never claim
+/// that a key not yet replayed is no longer needed; and because leaves go in seq order, the
+/// oldest pin moves forward as replay goes, so reclaim (writing replayed nodes back) frees
+/// journal space even when the crash left the journal nearly full.
+fn replay_keys(bt: &Btree, keys: ReplayKeys) -> Result<u64, OpenError> {
+    let journal = bt.journal();
+    let mut per_seq: BTreeMap<u64, u32> = BTreeMap::new();
+    for (s, _) in keys.values().flatten() {
+        *per_seq.entry(*s).or_insert(0) += 1;
     }
-    let budget = bt.journal().geometry().jset_max() / 2;
-    for ((b, std::cmp::Reverse(level)), keys) in by_level {
-        let root_level = bt.root_ptrs()[b.idx()].1;
-        if level > 0 {
-            // Keys are journaled with the level of the node that holds them: the root's own
-            // level applies; levels above it belonged to a taller tree that has shrunk.
-            if level > root_level {
+    for (&s, &n) in &per_seq {
+        journal.pin_add(s, n);
+    }
+    let mut leaves: Vec<(u64, BtreeId, Key)> = Vec::new();
+    let mut n = 0u64;
+    journal.set_replaying(true);
+    let r = (|| -> Result<(), OpenError> {
+        for ((b, std::cmp::Reverse(level)), keys) in keys {
+            if level == 0 {
+                leaves.extend(keys.into_iter().map(|(s, k)| (s, b, k)));
                 continue;
             }
-            crate::btree::interior::insert_interior_keys(bt, b, level, &keys)?;
-            n += keys.len() as u64;
-            continue;
-        }
-        let mut i = 0;
-        while i < keys.len() {
-            let mut j = i;
-            let mut bytes = 0;
-            while j < keys.len() && (j == i || bytes + keys[j].encoded_len() + 64 < budget) {
-                bytes += keys[j].encoded_len();
-                j += 1;
+            crate::btree::replay::insert_replayed(bt, b, level, &keys)?;
+            for (s, _) in &keys {
+                journal.pin_put(*s);
             }
-            let batch = &keys[i..j];
-            bt.run(|t| {
-                for k in batch {
-                    t.update(b, k.clone())?;
-                }
-                Ok(())
-            })?;
-            n += batch.len() as u64;
+            n += keys.len() as u64;
+        }
+        leaves.sort_by_key(|x| (x.0, x.1, x.2.pos));
+        let mut i = 0;
+        while i < leaves.len() {
+            let (seq, b) = (leaves[i].0, leaves[i].1);
+            let j = leaves[i..]
+                .iter()
+                .position(|x| (x.0, x.1) != (seq, b))
+                .map_or(leaves.len(), |d| i + d);
+            let run: Vec<(u64, Key)> = leaves[i..j].iter().map(|x| (x.0, x.2.clone())).collect();
+            crate::btree::replay::insert_replayed(bt, b, 0, &run)?;
+            for _ in i..j {
+                journal.pin_put(seq);
+            }
+            n += (j - i) as u64;
             i = j;
         }
-    }
-    Ok(n)
+        Ok(())
+    })();
+    journal.set_replaying(false);
+    r.map(|()| n)
 }
