@@ -4,6 +4,15 @@
 //! transaction a completed flush acknowledged, and (d) contain no partial transaction: it
 //! must equal exactly the transactions up to the journal seq it recovered to.
 //!
+//! Crashes during recovery are enumerated too: for a sample of the crash states, recovery
+//! itself runs on a recording device, and every crash point of *that* recording must
+//! recover to exactly the same state (replay loses nothing and exposes nothing half-done,
+//! however often it is interrupted).
+//!
+//! Workloads: seed 1 and 2 keep the trees at two levels with many merges and root changes;
+//! seed 3 uses a bigger key space so the trees reach three levels (interior nodes below the
+//! root are replaced, and their slots reused, while the root on disk still points at them).
+//!
 //! CI tier: `cargo nextest run -p sixfs --test btree_crash` (≥ 500 crash states).
 //! Long tier: `SIXFS_CRASH_TIER=long cargo nextest run --release -p sixfs --test btree_crash`
 //! (≥ 10,000 states; figures in docs/testing.md).
@@ -33,23 +42,31 @@ struct Tier {
     subsets: usize,
     torn: usize,
     min_states: usize,
+    /// Every `recovery_stride`-th crash state that replays something also has its recovery
+    /// crashed at every point.
+    recovery_stride: usize,
+    min_recovery_states: usize,
 }
 
 fn tier() -> Tier {
     match std::env::var("SIXFS_CRASH_TIER").as_deref() {
         Ok("long") => Tier {
-            seeds: vec![1, 2, 3, 4],
+            seeds: vec![1, 2, 3, 4, 5, 6],
             txns: 6000,
             subsets: 6,
             torn: 6,
             min_states: 10_000,
+            recovery_stride: 10,
+            min_recovery_states: 5_000,
         },
         _ => Tier {
-            seeds: vec![1, 2],
+            seeds: vec![1, 2, 3],
             txns: 2000,
             subsets: 1,
             torn: 1,
             min_states: 500,
+            recovery_stride: 60,
+            min_recovery_states: 300,
         },
     }
 }
@@ -73,12 +90,14 @@ fn workload(
     let mut history = Vec::new();
     let mut acks = Vec::new();
     let trees = [BtreeId::Extents, BtreeId::Inodes, BtreeId::Dirents];
+    // Seeds divisible by 3 use ten times the key space: three-level trees.
+    let keys = if seed % 3 == 0 { 6000 } else { 600 };
     for i in 0..txns {
         let n = rng.gen_range(1..8);
         let mut ops: Vec<(BtreeId, Pos, Option<Vec<u8>>)> = Vec::new();
         for _ in 0..n {
             let b = trees[rng.gen_range(0..trees.len())];
-            let k = rng.gen_range(0..600u64);
+            let k = rng.gen_range(0..keys);
             let pos = Pos::new(k / 50, k % 50, 0);
             // Some phases mostly delete, so nodes merge and roots shrink (and grow again).
             let p_del = if (i / 300) % 3 == 2 { 0.9 } else { 0.25 };
@@ -148,7 +167,48 @@ fn contents(s: &Store) -> Model {
     m
 }
 
-fn enumerate(seed: u64, t: &Tier) -> usize {
+/// Crashes the recovery of `img` at every point: each must recover to the state recovery
+/// reached uninterrupted (`upto`: the transactions through that seq). Returns the states.
+fn crash_recovery(
+    img: sixfs::dev::CrashDevice,
+    history: &[Txn],
+    upto: u64,
+    seed: u64,
+    outer: &sixfs::dev::CrashPoint,
+) -> usize {
+    let img = Arc::new(img);
+    img.start_recording();
+    let s = Store::open(img.clone(), &StoreOptions { cache_nodes: 64 }).expect("reopen");
+    drop(s); // a crash right after recovery, too: nothing is closed
+    let log = img.history();
+    let points = log.points(&EnumPlan {
+        random_subsets: 1,
+        torn: 1,
+        seed,
+    });
+    let want = expected(history, upto);
+    for pt in &points {
+        let what = format!("seed {seed}, crash point {outer}, then during recovery {pt}");
+        let img2: Arc<dyn BlockDevice> = Arc::new(log.image(pt));
+        let s = match Store::open(img2, &StoreOptions { cache_nodes: 64 }) {
+            Ok(s) => s,
+            Err(e) => panic!("{what}: open failed: {e}"),
+        };
+        let r = sixfs::btree::check::check(s.btree()).expect("check");
+        assert!(
+            r.ok(),
+            "{what}: structural check:\n{}",
+            r.problems.join("\n")
+        );
+        if contents(&s) != want {
+            panic!("{what}: state is not the one recovery reached uninterrupted (seq {upto})");
+        }
+    }
+    points.len()
+}
+
+/// Crash states checked: (during the workload, during recovery).
+fn enumerate(seed: u64, t: &Tier) -> (usize, usize) {
     // Small buckets and jsets: the 256 KiB journal (~64 jsets) wraps several times, so
     // reclaim writes nodes back — sometimes while committed transactions are not yet durable,
     // so node entries run ahead of the journal and the blacklist matters.
@@ -182,6 +242,9 @@ fn enumerate(seed: u64, t: &Tier) -> usize {
     });
     let started = Instant::now();
     let mut skipped_states = 0;
+    let mut replaying = 0;
+    let mut recovery_states = 0;
+    let mut max_height = 0;
     for pt in &points {
         let img: Arc<dyn BlockDevice> = Arc::new(log.image(pt));
         let s = match Store::open(img, &StoreOptions { cache_nodes: 64 }) {
@@ -216,6 +279,7 @@ fn enumerate(seed: u64, t: &Tier) -> usize {
             n >= required,
             "seed {seed}, crash point {pt}: recovered to seq {n}, but seq {required} was acknowledged durable"
         );
+        max_height = max_height.max(r.heights.iter().copied().max().unwrap_or(0));
         let got = contents(&s);
         let want = expected(&history, n);
         if got != want {
@@ -233,9 +297,16 @@ fn enumerate(seed: u64, t: &Tier) -> usize {
                 "seed {seed}, crash point {pt}: state is not the prefix up to seq {n}\nmissing/different: {missing:?}\nextra/different: {extra:?}"
             );
         }
+        if s.recovery().replayed_keys > 0 {
+            replaying += 1;
+            if replaying % t.recovery_stride == 0 {
+                drop(s);
+                recovery_states += crash_recovery(log.image(pt), &history, n, seed, pt);
+            }
+        }
     }
     println!(
-        "seed {seed}: {} transactions, {} epochs, {} crash states checked in {:.1}s ({} splits, {merges} merges, {roots} root changes, {} journal reclaims, {skipped_states} states with blacklisted node entries)",
+        "seed {seed}: {} transactions, {} epochs, {} crash states and {recovery_states} crash states during recovery checked in {:.1}s ({} splits, {merges} merges, {roots} root changes, {} journal reclaims, {skipped_states} states with blacklisted node entries, trees up to {max_height} levels)",
         history.len(),
         log.epochs(),
         points.len(),
@@ -243,15 +314,22 @@ fn enumerate(seed: u64, t: &Tier) -> usize {
         splits,
         reclaims
     );
+    if seed % 3 == 0 {
+        assert!(
+            max_height >= 3,
+            "seed {seed} is meant to reach three levels, got {max_height}"
+        );
+    }
+    // (The three-level workload deletes too little of its key space to merge.)
     assert!(
-        splits > 0 && merges > 0 && reclaims > 0,
+        splits > 0 && (merges > 0 || seed % 3 == 0) && reclaims > 0,
         "the workload must split ({splits}) and merge ({merges}) nodes and reclaim journal space ({reclaims})"
     );
     assert!(
         skipped_states > 0,
         "no crash state had node entries ahead of the journal: the blacklist went untested"
     );
-    points.len()
+    (points.len(), recovery_states)
 }
 
 #[test]
@@ -261,14 +339,24 @@ fn every_crash_state_recovers_to_a_transaction_prefix() {
         Ok(s) => vec![s.parse().expect("SIXFS_CRASH_SEED is a number")],
         Err(_) => t.seeds.clone(),
     };
-    let mut total = 0;
+    let (mut total, mut during_recovery) = (0, 0);
+    let one_seed = seeds.len() == 1;
     for seed in seeds {
-        total += enumerate(seed, &t);
+        let (a, b) = enumerate(seed, &t);
+        total += a;
+        during_recovery += b;
     }
-    println!("total crash states checked: {total}");
-    assert!(
-        total >= t.min_states,
-        "only {total} crash states (tier needs {})",
-        t.min_states
-    );
+    println!("total crash states checked: {total}, and {during_recovery} during recovery");
+    if !one_seed {
+        assert!(
+            total >= t.min_states,
+            "only {total} crash states (tier needs {})",
+            t.min_states
+        );
+        assert!(
+            during_recovery >= t.min_recovery_states,
+            "only {during_recovery} crash states during recovery (tier needs {})",
+            t.min_recovery_states
+        );
+    }
 }

@@ -40,6 +40,9 @@ pub struct BtreeTrans<'a> {
     updates: BTreeMap<(BtreeId, Pos), Key>,
     /// Leaves read, by address, with the lock seq they were first read at.
     reads: super::cache::AddrMap<(Arc<Node>, u32)>,
+    /// Nodes a commit read from disk after dropping its locks (kept cached for the retry;
+    /// released when a commit succeeds).
+    keep: Vec<Arc<Node>>,
 }
 
 /// A cursor over one btree, used through [`BtreeTrans::next`], [`BtreeTrans::prev`] and
@@ -94,6 +97,7 @@ impl<'a> BtreeTrans<'a> {
             bt,
             updates: BTreeMap::new(),
             reads: super::cache::AddrMap::default(),
+            keep: Vec::new(),
         }
     }
 
@@ -128,12 +132,14 @@ impl<'a> BtreeTrans<'a> {
         level: u8,
         want: SixLockType,
     ) -> Result<Arc<Node>, TransError> {
-        Self::traverse_io(bt, btree, pos, level, want, true)
+        Self::traverse_io(bt, btree, pos, level, want, true, None)
     }
 
     /// [`Self::traverse`]; with `io_ok` false (the caller holds other node locks) a node that
     /// is not cached is not read: the traversal unlocks and returns `Restart(NodeFill)`, and
     /// the caller drops its locks and reads it ([`Self::prefetch`]) before starting over.
+    /// Every node passed through is pushed to `keep` if given (holding a reference keeps a
+    /// node from being evicted).
     fn traverse_io(
         bt: &Btree,
         btree: BtreeId,
@@ -141,6 +147,7 @@ impl<'a> BtreeTrans<'a> {
         level: u8,
         want: SixLockType,
         io_ok: bool,
+        mut keep: Option<&mut Vec<Arc<Node>>>,
     ) -> Result<Arc<Node>, TransError> {
         'top: loop {
             let root = bt.root(btree);
@@ -202,7 +209,14 @@ impl<'a> BtreeTrans<'a> {
                         bt.cache.insert(Arc::new(n))
                     }
                 };
-                if child.node_seq != ptr.node_seq || child.level != child_level || child.max != max
+                if let Some(k) = keep.as_deref_mut() {
+                    k.push(child.clone());
+                }
+                if child.node_seq != ptr.node_seq
+                    || child.btree != btree
+                    || child.level != child_level
+                    || child.min != ptr.min_pos
+                    || child.max != max
                 {
                     let e = corrupt_node(
                         &cur,
@@ -239,8 +253,18 @@ impl<'a> BtreeTrans<'a> {
 
     /// Reads the leaf covering `pos` into the cache (holding no locks), for a commit that
     /// gave up its locks rather than do IO under them.
-    fn prefetch(bt: &Btree, btree: BtreeId, pos: Pos) -> Result<(), TransError> {
-        let leaf = Self::traverse(bt, btree, pos, 0, SixLockType::Read)?;
+    /// The nodes on the way are kept referenced by the transaction until it commits, so
+    /// eviction cannot undo the read before the retry.
+    fn prefetch(&mut self, btree: BtreeId, pos: Pos) -> Result<(), TransError> {
+        let leaf = Self::traverse_io(
+            self.bt,
+            btree,
+            pos,
+            0,
+            SixLockType::Read,
+            true,
+            Some(&mut self.keep),
+        )?;
         leaf.lock.unlock_read();
         Ok(())
     }
@@ -534,11 +558,11 @@ impl<'a> BtreeTrans<'a> {
             let (b, ref k) = ups[i];
             // Later leaves are locked while holding earlier ones (in order): no IO then.
             let io_ok = leaves.is_empty();
-            let leaf = match Self::traverse_io(bt, b, k.pos, 0, SixLockType::Intent, io_ok) {
+            let leaf = match Self::traverse_io(bt, b, k.pos, 0, SixLockType::Intent, io_ok, None) {
                 Ok(l) => l,
                 Err(TransError::Restart(RestartReason::NodeFill)) if !io_ok => {
                     unlock_all(&leaves);
-                    Self::prefetch(bt, b, k.pos)?;
+                    self.prefetch(b, k.pos)?;
                     return Err(TransError::Restart(RestartReason::NodeFill));
                 }
                 Err(e) => {
@@ -681,6 +705,7 @@ impl<'a> BtreeTrans<'a> {
         bt.counters.commits.fetch_add(1, Ordering::Relaxed);
         self.updates.clear();
         self.reads.clear();
+        self.keep.clear();
         Ok(seq)
     }
 }
