@@ -91,7 +91,7 @@ fn workload(
     let mut acks = Vec::new();
     let trees = [BtreeId::Extents, BtreeId::Inodes, BtreeId::Dirents];
     // Seeds divisible by 3 use ten times the key space: three-level trees.
-    let keys = if seed % 3 == 0 { 6000 } else { 600 };
+    let keys = if seed.is_multiple_of(3) { 6000 } else { 600 };
     for i in 0..txns {
         let n = rng.gen_range(1..8);
         let mut ops: Vec<(BtreeId, Pos, Option<Vec<u8>>)> = Vec::new();
@@ -314,7 +314,7 @@ fn enumerate(seed: u64, t: &Tier) -> (usize, usize) {
         splits,
         reclaims
     );
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         assert!(
             max_height >= 3,
             "seed {seed} is meant to reach three levels, got {max_height}"
@@ -322,7 +322,7 @@ fn enumerate(seed: u64, t: &Tier) -> (usize, usize) {
     }
     // (The three-level workload deletes too little of its key space to merge.)
     assert!(
-        splits > 0 && (merges > 0 || seed % 3 == 0) && reclaims > 0,
+        splits > 0 && (merges > 0 || seed.is_multiple_of(3)) && reclaims > 0,
         "the workload must split ({splits}) and merge ({merges}) nodes and reclaim journal space ({reclaims})"
     );
     assert!(
