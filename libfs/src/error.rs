@@ -25,6 +25,15 @@ pub enum Error {
     /// A check could not run.
     #[error(transparent)]
     Fsck(#[from] crate::recovery::FsckError),
+    /// Opening or closing a store failed.
+    #[error(transparent)]
+    Open(#[from] crate::recovery::OpenError),
+    /// A btree operation failed.
+    #[error(transparent)]
+    Btree(#[from] crate::btree::BtreeError),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 impl Error {
@@ -42,6 +51,9 @@ impl Error {
             Error::Fsck(crate::recovery::FsckError::Dev(e)) => e.errno(),
             Error::Fsck(crate::recovery::FsckError::Mounted { .. }) => libc::EBUSY,
             Error::Fsck(_) => libc::EINVAL,
+            Error::Open(e) => e.errno(),
+            Error::Btree(e) => e.errno(),
+            Error::Journal(e) => e.errno(),
         }
     }
 }

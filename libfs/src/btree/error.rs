@@ -51,9 +51,28 @@ pub enum BtreeError {
     /// A key the caller may not insert (wrong type, bad value).
     #[error("invalid key: {0}")]
     InvalidKey(String),
-    /// An earlier metadata write failed; the store is read-only.
-    #[error("the btree is read-only after an earlier write error: {0}")]
+    /// An earlier metadata write failed (or the store was shut down); it is read-only.
+    #[error("the btree is read-only: {0}")]
     ReadOnly(String),
+    /// The tree cannot take more levels.
+    #[error("{btree} btree would grow past {max} levels")]
+    TooDeep {
+        /// Which btree.
+        btree: BtreeId,
+        /// The depth limit.
+        max: u8,
+    },
+    /// A fault injected at a fault site (tests; see `docs/faults.md`).
+    #[error("injected fault at {site} (errno {errno})")]
+    Injected {
+        /// The site's name.
+        site: &'static str,
+        /// The errno it asked for.
+        errno: i32,
+    },
+    /// A broken internal invariant (a bug): the operation stops rather than guess.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Why a transaction had to restart (counted per reason).
@@ -104,6 +123,28 @@ pub enum TransError {
     /// A real error.
     #[error(transparent)]
     Error(#[from] BtreeError),
+}
+
+impl BtreeError {
+    /// The error for a restart that escaped its retry loop (a bug).
+    pub(crate) fn escaped(r: RestartReason) -> BtreeError {
+        BtreeError::Internal(format!("transaction restart {r:?} escaped its retry loop"))
+    }
+
+    /// The errno a POSIX caller should see.
+    pub fn errno(&self) -> i32 {
+        match self {
+            BtreeError::Dev(e) => e.errno(),
+            BtreeError::Journal(e) => e.errno(),
+            BtreeError::Corrupt { .. } => libc::EUCLEAN,
+            BtreeError::NoSpace { .. } | BtreeError::TooDeep { .. } => libc::ENOSPC,
+            BtreeError::KeyTooBig { .. } => libc::E2BIG,
+            BtreeError::InvalidKey(_) => libc::EINVAL,
+            BtreeError::ReadOnly(_) => libc::EROFS,
+            BtreeError::Injected { errno, .. } => *errno,
+            BtreeError::Internal(_) => libc::EIO,
+        }
+    }
 }
 
 impl From<JournalError> for TransError {

@@ -31,7 +31,7 @@ const PTR_KEY_BYTES: usize = KEY_HEADER_BYTES + BTREE_PTR_BYTES;
 fn err(e: TransError) -> BtreeError {
     match e {
         TransError::Error(e) => e,
-        TransError::Restart(r) => BtreeError::InvalidKey(format!("unexpected restart {r:?}")),
+        TransError::Restart(r) => BtreeError::escaped(r),
     }
 }
 
@@ -53,7 +53,7 @@ pub(crate) fn lock_path(
     root.lock.lock_intent();
     if root.level < level {
         root.lock.unlock_intent();
-        return Err(BtreeError::InvalidKey(format!(
+        return Err(BtreeError::Internal(format!(
             "{btree}: no level {level} in a tree of height {}",
             root.level + 1
         )));
@@ -81,6 +81,12 @@ pub(crate) fn lock_path(
 
 /// Allocates a node slot, forcing a journal flush if freed slots are waiting for one.
 fn alloc_addr(bt: &Btree) -> Result<u64, BtreeError> {
+    if let Some(e) = crate::fault!("btree:node_alloc") {
+        return Err(BtreeError::Injected {
+            site: e.site,
+            errno: e.errno,
+        });
+    }
     if let Some(a) = bt.alloc.alloc() {
         return Ok(a);
     }
@@ -120,14 +126,19 @@ fn new_node(
     )))
 }
 
+/// Gives the slots of new nodes that never became reachable back to the allocator.
+fn give_back(bt: &Btree, nodes: &[Arc<Node>]) {
+    for n in nodes {
+        bt.alloc.free_after(n.addr, 0);
+    }
+}
+
 /// Writes new nodes; on failure gives their slots back.
 fn write_new(bt: &Btree, nodes: &[Arc<Node>]) -> Result<(), BtreeError> {
     let jseq = bt.journal.cur_seq();
     for n in nodes {
         if let Err(e) = io::write_new_node(bt, n, jseq) {
-            for m in nodes {
-                bt.alloc.free_after(m.addr, 0);
-            }
+            give_back(bt, nodes);
             return Err(e);
         }
     }
@@ -180,9 +191,7 @@ fn swap_in_parent(
     let res = match bt.journal.reserve(&payload) {
         Ok(r) => r,
         Err(e) => {
-            for n in new {
-                bt.alloc.free_after(n.addr, 0);
-            }
+            give_back(bt, new);
             unlock_intents(held);
             return Err(e.into());
         }
@@ -236,9 +245,7 @@ fn swap_root(
     let res = match bt.journal.reserve(&[]) {
         Ok(r) => r,
         Err(e) => {
-            for n in new {
-                bt.alloc.free_after(n.addr, 0);
-            }
+            give_back(bt, new);
             unlock_intents(held);
             return Err(e.into());
         }
@@ -338,9 +345,10 @@ fn rewrite_locked(
     depth: u8,
 ) -> Result<(), BtreeError> {
     if depth >= MAX_DEPTH {
-        return Err(BtreeError::InvalidKey(format!(
-            "{btree}: tree would grow past {MAX_DEPTH} levels"
-        )));
+        return Err(BtreeError::TooDeep {
+            btree,
+            max: MAX_DEPTH,
+        });
     }
     let path = lock_path(bt, btree, pos, level)?;
     let Some(node) = path.last().cloned() else {
@@ -414,15 +422,23 @@ fn rewrite_locked(
             swap_root(bt, btree, &child, &[node], &[], &path)
         }
         Plan::Split(pivot) => {
+            if is_root && node.level + 1 >= MAX_DEPTH {
+                unlock_intents(&path);
+                return Err(BtreeError::TooDeep {
+                    btree,
+                    max: MAX_DEPTH,
+                });
+            }
             let (ls, rs) = partition(&live, pivot);
             let Some(rmin) = pivot.successor() else {
                 unlock_intents(&path);
-                return Err(BtreeError::InvalidKey(
-                    "split at the maximum position".into(),
-                ));
+                return Err(BtreeError::Internal("split at the maximum position".into()));
             };
-            let made = new_node(bt, btree, node.level, node.min, pivot, ls)
-                .and_then(|l| new_node(bt, btree, node.level, rmin, node.max, rs).map(|r| (l, r)));
+            let made = new_node(bt, btree, node.level, node.min, pivot, ls).and_then(|l| {
+                new_node(bt, btree, node.level, rmin, node.max, rs)
+                    .map(|r| (l.clone(), r))
+                    .inspect_err(|_| give_back(bt, &[l]))
+            });
             let (l, r) = match made {
                 Ok(v) => v,
                 Err(e) => {
@@ -436,23 +452,19 @@ fn rewrite_locked(
             }
             bt.counters.splits.fetch_add(1, Ordering::Relaxed);
             if is_root {
-                if node.level + 1 >= MAX_DEPTH {
-                    unlock_intents(&path);
-                    return Err(BtreeError::InvalidKey(format!(
-                        "{btree}: tree would grow past {MAX_DEPTH} levels"
-                    )));
-                }
                 let mut set = KeySet::new();
                 set.push_sorted(&ptr_key(&l).as_ref());
                 set.push_sorted(&ptr_key(&r).as_ref());
                 let root = match new_node(bt, btree, node.level + 1, node.min, node.max, set) {
                     Ok(n) => n,
                     Err(e) => {
+                        give_back(bt, &[l, r]);
                         unlock_intents(&path);
                         return Err(e);
                     }
                 };
                 if let Err(e) = write_new(bt, std::slice::from_ref(&root)) {
+                    give_back(bt, &[l, r]);
                     unlock_intents(&path);
                     return Err(e);
                 }

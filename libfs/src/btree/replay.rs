@@ -41,9 +41,7 @@ pub(crate) fn insert_replayed(
             let leaf = BtreeTrans::traverse(bt, btree, pos, 0, SixLockType::Intent).map_err(
                 |e| match e {
                     TransError::Error(e) => e,
-                    TransError::Restart(r) => {
-                        BtreeError::InvalidKey(format!("unexpected restart {r:?} in replay"))
-                    }
+                    TransError::Restart(r) => BtreeError::escaped(r),
                 },
             )?;
             (leaf.clone(), vec![leaf])
@@ -71,7 +69,7 @@ pub(crate) fn insert_replayed(
             // A rewrite makes room for `need` bytes; if it keeps not doing so, stop.
             rewrites += 1;
             if rewrites > 8 {
-                return Err(BtreeError::InvalidKey(format!(
+                return Err(BtreeError::Internal(format!(
                     "{btree} level {level}: no room for the replayed key at {pos} after {rewrites} rewrites"
                 )));
             }

@@ -635,6 +635,17 @@ impl<'a> BtreeTrans<'a> {
             }
         };
         let seq = res.seq;
+        // The window between the reservation and the keys being pinned in their leaves (a
+        // delay here widens it for tests; an error gives the reservation back).
+        if let Some(e) = crate::fault!("btree:commit_reserved") {
+            bt.journal.cancel(&res);
+            bt.journal.res_put(res);
+            unlock_all(&leaves);
+            return Err(TransError::Error(BtreeError::Injected {
+                site: e.site,
+                errno: e.errno,
+            }));
+        }
         for (n, _) in &leaves {
             n.lock.lock_write();
         }

@@ -85,9 +85,7 @@ pub fn list_keys(
     })
     .map_err(|e| match e {
         crate::btree::TransError::Error(e) => e,
-        crate::btree::TransError::Restart(r) => {
-            crate::btree::BtreeError::InvalidKey(format!("restart {r:?}"))
-        }
+        crate::btree::TransError::Restart(r) => crate::btree::BtreeError::escaped(r),
     })?;
     Ok(out)
 }

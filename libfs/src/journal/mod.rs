@@ -74,6 +74,20 @@ pub enum JournalError {
     Shutdown,
 }
 
+impl JournalError {
+    /// The errno a POSIX caller should see.
+    pub fn errno(&self) -> i32 {
+        match self {
+            JournalError::Dev(e) => e.errno(),
+            JournalError::ReadOnly(_) => libc::EROFS,
+            JournalError::TooBig { .. } => libc::E2BIG,
+            JournalError::Full(_) => libc::ENOSPC,
+            JournalError::Reclaim(_) => libc::EIO,
+            JournalError::Shutdown => libc::ESHUTDOWN,
+        }
+    }
+}
+
 /// Implemented by the btree: write back whatever pins sequence numbers `<= upto`.
 pub trait JournalReclaim: Send + Sync {
     /// Writes back dirty state pinning journal sequence numbers `<= upto`; returns once
@@ -744,5 +758,90 @@ impl Journal {
     /// Number of pins held (for tests).
     pub fn pins_held(&self) -> u64 {
         self.state.lock().pins.values().map(|&c| u64::from(c)).sum()
+    }
+}
+
+#[cfg(all(test, not(any(loom, shuttle))))]
+mod tests {
+    use super::*;
+    use crate::dev::CrashDevice;
+    use crate::format::jset::JEntryType;
+
+    fn journal(buckets: usize) -> (Arc<CrashDevice>, Journal) {
+        let bucket_size = 16u64 << 10;
+        let dev = Arc::new(CrashDevice::new(bucket_size * (buckets as u64 + 1), 512));
+        let geo = JournalGeometry {
+            buckets: (1..=buckets as u64).map(|b| b * bucket_size).collect(),
+            bucket_size,
+            block_size: 512,
+            magic: 0x5eed,
+            csum: ChecksumType::Crc32c,
+        };
+        let start = JournalStart {
+            seq: 1,
+            bucket: 0,
+            offset: 0,
+            bucket_seq: vec![0; buckets],
+            durable_seq: 0,
+            last_seq_ondisk: 1,
+            roots: Vec::new(),
+        };
+        let j = Journal::new(dev.clone(), geo, start);
+        (dev, j)
+    }
+
+    fn entry() -> Vec<u8> {
+        let mut p = Vec::new();
+        push_entry_header(&mut p, JEntryType::Padding, BtreeId::Extents, 0, 8);
+        p.extend_from_slice(&[0u8; 8]);
+        p
+    }
+
+    /// The race that lost transactions: a commit holds a reservation in jset X but has not
+    /// yet pinned its keys; jset X+1 closes meanwhile with nothing else pinned. X+1 must
+    /// still name X as needed, or recovery from X+1 would drop X's transaction.
+    #[test]
+    fn a_jset_closed_while_an_older_reservation_is_held_keeps_that_seq() {
+        let (dev, j) = journal(8);
+        let a = j.reserve(&entry()).unwrap();
+        j.start_new_jset(); // closes X with the reservation outstanding
+        let b = j.reserve(&entry()).unwrap();
+        assert_eq!(b.seq, a.seq + 1);
+        j.res_put(b);
+        j.start_new_jset(); // closes X+1
+        let x = a.seq;
+        j.res_put(a);
+        j.flush_all().unwrap();
+        let scan = scan_journal(&*dev, j.geometry()).unwrap();
+        let next = scan.jsets.get(&(x + 1)).expect("jset X+1 written");
+        assert!(
+            next.last_seq <= x,
+            "jset {} claims last_seq {} while seq {x} still had an unpinned reservation",
+            x + 1,
+            next.last_seq
+        );
+        assert_eq!(j.pins_held(), 0, "the reservations' pins were released");
+    }
+
+    /// A reservation that cannot be had without waiting is refused by the non-waiting call
+    /// (a commit holding node locks then drops them), and `make_room` makes it possible.
+    #[test]
+    fn nowait_reservation_refuses_instead_of_waiting() {
+        let (_dev, j) = journal(8);
+        let held = j.reserve(&entry()).unwrap();
+        j.start_new_jset(); // the oldest closed jset cannot be written while `held` is out
+        for _ in 1..MAX_CLOSED {
+            let r = j.reserve(&entry()).unwrap();
+            j.res_put(r);
+            j.start_new_jset();
+        }
+        let len = entry().len();
+        assert!(j.reserve_len_nowait(len).unwrap().is_none());
+        j.res_put(held);
+        j.make_room(len).unwrap();
+        let r = j.reserve_len_nowait(len).unwrap().expect("room was made");
+        j.cancel(&r);
+        j.res_put(r);
+        assert_eq!(j.pins_held(), 0);
     }
 }

@@ -79,7 +79,7 @@ pub enum OpenError {
     Dev(#[from] crate::dev::DevError),
     /// The journal cannot be used to recover: the store refuses to open rather than guess.
     #[error("{dev}: {detail}; the filesystem needs fsck")]
-    Journal2 {
+    Unrecoverable {
         /// Device.
         dev: String,
         /// What is wrong.
@@ -87,13 +87,24 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// The errno a POSIX caller should see.
+    pub fn errno(&self) -> i32 {
+        match self {
+            OpenError::Sb(crate::sb::SbError::Dev(e)) | OpenError::Dev(e) => e.errno(),
+            OpenError::Sb(_) => libc::EINVAL,
+            OpenError::Btree(e) => e.errno(),
+            OpenError::Journal(e) => e.errno(),
+            OpenError::Unrecoverable { .. } => libc::EUCLEAN,
+        }
+    }
+}
+
 impl From<TransError> for OpenError {
     fn from(e: TransError) -> Self {
         match e {
             TransError::Error(e) => OpenError::Btree(e),
-            TransError::Restart(r) => {
-                OpenError::Btree(BtreeError::InvalidKey(format!("restart {r:?} escaped")))
-            }
+            TransError::Restart(r) => OpenError::Btree(BtreeError::escaped(r)),
         }
     }
 }
@@ -300,7 +311,7 @@ impl Store {
                 .rev()
                 .find(|j| j.flush && !blacklisted(j.seq))
             else {
-                return Err(OpenError::Journal2 {
+                return Err(OpenError::Unrecoverable {
                     dev: name,
                     detail: "the superblock is not clean and the journal holds no valid flush entry to recover from".into(),
                 });
@@ -308,7 +319,7 @@ impl Store {
             let (n, l) = (newest.seq, newest.last_seq);
             for s in l..=n {
                 if !scan.jsets.contains_key(&s) && !blacklisted(s) {
-                    return Err(OpenError::Journal2 {
+                    return Err(OpenError::Unrecoverable {
                         dev: name,
                         detail: format!(
                             "journal entry {s} is missing from the range {l}..={n} that must be replayed"
@@ -318,7 +329,7 @@ impl Store {
             }
             let nj =
                 decode_jset(&newest.data, geo.magic, geo.csum, geo.block_size).map_err(|_| {
-                    OpenError::Journal2 {
+                    OpenError::Unrecoverable {
                         dev: name.clone(),
                         detail: format!("journal entry {n} no longer decodes"),
                     }
@@ -328,7 +339,7 @@ impl Store {
                     .filter(|e| e.typ == JEntryType::BtreeRoot)
                     .filter_map(|e| e.root().map(|p| (e.btree, e.level, p))),
             ) else {
-                return Err(OpenError::Journal2 {
+                return Err(OpenError::Unrecoverable {
                     dev: name,
                     detail: format!("journal entry {n} lacks a btree root"),
                 });
@@ -380,7 +391,7 @@ impl Store {
                 }
             }
             let max_seen = scan.jsets.keys().next_back().copied().unwrap_or(n);
-            let too_big = || OpenError::Journal2 {
+            let too_big = || OpenError::Unrecoverable {
                 dev: name.clone(),
                 detail: format!("journal seq {max_seen} is too large to continue from"),
             };
