@@ -1,9 +1,12 @@
 //! Concurrency: several threads run transactions on overlapping key ranges — read-modify-write
-//! increments of shared counters, and inserts and range deletes of interleaved keys that share
-//! leaves — while splits, merges and compactions happen. A watchdog fails the test if no
-//! transaction commits for too long. Afterwards every counter equals the number of committed
-//! increments, the other keys are exactly what each thread last left, the structure checks,
-//! and the same holds after a clean reopen.
+//! increments of shared counters, inserts and deletes of interleaved keys that share leaves,
+//! and `delete_range` over adjacent per-thread ranges of another btree — and call the
+//! durability call, while splits, merges and compactions happen and a write-back thread
+//! writes dirty nodes (as reclaim and memory pressure would). A watchdog fails the test if no
+//! transaction commits for too long, and bounds the final checks and the close. Afterwards
+//! every counter equals the number of committed increments, every other key holds exactly
+//! the value its thread last wrote, the structure checks, and the same holds after a clean
+//! reopen.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::unwrap_used,
@@ -12,7 +15,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -56,13 +59,14 @@ fn one_round(round: u64) {
         handles.push(std::thread::spawn(move || {
             let mut rng = SmallRng::seed_from_u64(t + 100 * round);
             let mut incs = vec![0u64; COUNTERS as usize];
-            let mut mine: BTreeSet<u64> = BTreeSet::new();
+            let mut mine: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            let mut own: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
             let bt = s.btree();
             for op in 0..OPS {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                match rng.gen_range(0..10) {
+                match rng.gen_range(0..12) {
                     0..=3 => {
                         let c = rng.gen_range(0..COUNTERS);
                         bt.run(|tr| {
@@ -84,23 +88,57 @@ fn one_round(round: u64) {
                         let ks: Vec<u64> = (0..rng.gen_range(1..6))
                             .map(|j| (base + j * 7) * THREADS + t)
                             .collect();
-                        bt.run(|tr| {
-                            for k in &ks {
-                                tr.update(
-                                    BtreeId::Extents,
-                                    Key::cookie(key_pos(*k), &val(*k, op)),
-                                )?;
-                            }
-                            Ok(())
-                        })
-                        .expect("insert");
-                        mine.extend(ks);
+                        let (_, seq) = bt
+                            .run(|tr| {
+                                for k in &ks {
+                                    tr.update(
+                                        BtreeId::Extents,
+                                        Key::cookie(key_pos(*k), &val(*k, op)),
+                                    )?;
+                                }
+                                Ok(())
+                            })
+                            .expect("insert");
+                        mine.extend(ks.iter().map(|k| (*k, val(*k, op))));
+                        if rng.gen_bool(0.05) {
+                            s.flush(seq).expect("durability call");
+                        }
+                    }
+                    10 => {
+                        // This thread's own range of Dirents: inserts, then a real
+                        // delete_range (the ranges of neighbouring threads share leaves).
+                        let a = rng.gen_range(0..400u64);
+                        let n = rng.gen_range(1..40u64);
+                        let ks: Vec<u64> = (a..a + rng.gen_range(1..8u64)).collect();
+                        let (deleted, _) = bt
+                            .run(|tr| {
+                                for k in &ks {
+                                    tr.update(
+                                        BtreeId::Dirents,
+                                        Key::cookie(Pos::new(t, *k, 0), &val(*k, op)),
+                                    )?;
+                                }
+                                tr.delete_range(
+                                    BtreeId::Dirents,
+                                    Pos::new(t, a + 3, 0),
+                                    Pos::new(t, a + 3 + n, 0),
+                                )
+                            })
+                            .expect("delete_range");
+                        let before = own.len() + ks.iter().filter(|k| !own.contains_key(k)).count();
+                        own.extend(ks.iter().map(|k| (*k, val(*k, op))));
+                        own.retain(|k, _| !(a + 3..=a + 3 + n).contains(k));
+                        assert_eq!(
+                            before - own.len(),
+                            deleted,
+                            "delete_range deleted a different number of keys than it saw"
+                        );
                     }
                     _ => {
                         // Delete a range of this thread's keys.
                         let a = rng.gen_range(0..2000u64) * THREADS;
                         let b = a + rng.gen_range(1..200u64) * THREADS;
-                        let gone: Vec<u64> = mine.range(a..=b).copied().collect();
+                        let gone: Vec<u64> = mine.range(a..=b).map(|(k, _)| *k).collect();
                         bt.run(|tr| {
                             for k in &gone {
                                 tr.delete(BtreeId::Extents, key_pos(*k))?;
@@ -115,9 +153,19 @@ fn one_round(round: u64) {
                 }
                 progress.fetch_add(1, Ordering::Relaxed);
             }
-            (incs, mine)
+            (incs, mine, own)
         }));
     }
+    // Write-back alongside: node writes (under read locks) race with commits and splits.
+    let writeback = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                s.btree().flush_all_nodes().expect("write-back");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
     // Watchdog: fail if nothing commits for 20 s.
     let mut last = (0u64, Instant::now());
     while handles.iter().any(|h| !h.is_finished()) {
@@ -132,14 +180,18 @@ fn one_round(round: u64) {
             );
         }
     }
+    stop.store(true, Ordering::Relaxed);
+    writeback.join().expect("write-back panicked");
     let mut total = vec![0u64; COUNTERS as usize];
-    let mut keys: BTreeSet<u64> = BTreeSet::new();
-    for h in handles {
-        let (incs, mine) = h.join().expect("worker panicked");
+    let mut keys: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut dirents: BTreeMap<Pos, Vec<u8>> = BTreeMap::new();
+    for (t, h) in handles.into_iter().enumerate() {
+        let (incs, mine, own) = h.join().expect("worker panicked");
         for (t, i) in total.iter_mut().zip(incs) {
             *t += i;
         }
         keys.extend(mine);
+        dirents.extend(own.into_iter().map(|(k, v)| (Pos::new(t as u64, k, 0), v)));
     }
     let verify = |s: &sixfs::recovery::Store| {
         let counters = dump(s.btree(), BtreeId::Inodes);
@@ -154,16 +206,43 @@ fn one_round(round: u64) {
         }
         let ext = dump_iter(s.btree(), BtreeId::Extents);
         let got: BTreeSet<Pos> = ext.keys().copied().collect();
-        let want: BTreeSet<Pos> = keys.iter().map(|k| key_pos(*k)).collect();
+        let want: BTreeSet<Pos> = keys.keys().map(|k| key_pos(*k)).collect();
         let lost: Vec<&Pos> = want.difference(&got).take(10).collect();
         let extra: Vec<&Pos> = got.difference(&want).take(10).collect();
         assert!(
             lost.is_empty() && extra.is_empty(),
             "round {round}: extents differ: lost {lost:?}, extra {extra:?}"
         );
+        for (k, v) in &keys {
+            assert_eq!(
+                ext.get(&key_pos(*k)),
+                Some(v),
+                "round {round}: key {k} has another value"
+            );
+        }
+        assert_eq!(
+            dump_iter(s.btree(), BtreeId::Dirents),
+            dirents,
+            "round {round}: the delete_range btree differs"
+        );
         check_ok(s.btree());
     };
-    verify(&s);
+    // The final checks and the close are bounded too (a deadlock there must not hang CI).
+    let bounded = |what: &str, f: &(dyn Fn() + Sync)| {
+        std::thread::scope(|sc| {
+            let h = sc.spawn(f);
+            let t0 = Instant::now();
+            while !h.is_finished() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(60),
+                    "watchdog: {what} did not finish in 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            h.join().expect("check panicked");
+        });
+    };
+    bounded("verify", &|| verify(&s));
     let c = &s.btree().counters;
     println!(
         "{} ops: {} splits, {} merges, {} compactions, {} root splits; restarts: {:?}",
@@ -185,7 +264,7 @@ fn one_round(round: u64) {
         c.merges.load(Ordering::Relaxed) > 0,
         "no merges: the test did not exercise structural changes"
     );
-    s.close().unwrap();
+    bounded("close", &|| s.close().unwrap());
     let s2 = open(dev);
-    verify(&s2);
+    bounded("verify after reopen", &|| verify(&s2));
 }
