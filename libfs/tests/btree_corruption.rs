@@ -1,7 +1,9 @@
 //! Corrupt nodes and journal entries are reported — with btree, level, key range and device
 //! offset, and that fsck is needed — and never panic or loop: a damaged node checksum, keys
-//! out of order under a valid checksum, a pointer cycle (a child pointer back to its parent),
-//! and a damaged journal entry in the range recovery must replay.
+//! out of order or outside the node's range under a valid checksum, a pointer cycle (a child
+//! pointer back to its parent), an absurd root level, a damaged journal entry in the range
+//! recovery must replay, a forged journal entry claiming a huge range, and a superblock
+//! marked clean without its clean section.
 #![allow(
     clippy::cast_possible_truncation,
     clippy::unwrap_used,
@@ -275,5 +277,139 @@ fn a_damaged_journal_entry_in_the_replay_range_refuses_the_open() {
         msg.contains(&format!("journal entry {} is missing", victim.seq)),
         "{msg}"
     );
+    assert!(msg.contains("needs fsck"), "{msg}");
+}
+
+#[test]
+fn a_key_outside_the_node_range_under_a_valid_checksum_is_rejected() {
+    let (dev, root) = two_level_store();
+    let g = geo(&*dev);
+    let leaf = a_leaf(&*dev, &g, &root);
+    let (info, mut lrecs, used) = live_records(&*dev, &g, leaf.sector);
+    // Append a key just past the leaf's last position: sorted, but outside its range.
+    let beyond = info.max_pos.successor().unwrap();
+    let mut rec = Vec::new();
+    Key::cookie(beyond, b"stray").encode_into(&mut rec);
+    lrecs.push(rec);
+    rewrite_node(&*dev, &g, leaf.sector, &info, &lrecs, used);
+    let s = Store::open(dev.clone(), &StoreOptions::default()).unwrap();
+    let e = scan_all(&s).unwrap_err();
+    assert_corrupt(&e, 0, leaf.sector * 512, "outside");
+}
+
+/// Opens a copy of a cleanly closed store whose clean section names the inodes root at
+/// `level` (the root node itself is left alone).
+fn open_with_root_level(level: u8) -> Result<Store, OpenError> {
+    let (dev, root) = two_level_store();
+    let mut sb = sixfs::sb::read_superblock(&*dev).unwrap().sb;
+    let mut roots: Vec<(BtreeId, u8, BtreePtr)> =
+        sixfs::recovery::open::clean_roots(sb.clean.as_ref().unwrap())
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, (l, p))| (BtreeId::ALL[i], *l, *p))
+            .collect();
+    roots[BtreeId::Inodes as usize] = (BtreeId::Inodes, level, root);
+    sb.clean.as_mut().unwrap().entries = sixfs::recovery::open::encode_roots(&roots);
+    sixfs::sb::write_superblock(&*dev, &mut sb).unwrap();
+    Store::open(dev, &StoreOptions::default())
+}
+
+#[test]
+fn an_absurd_root_level_refuses_the_open() {
+    for level in [0u8, 2, 7, 200] {
+        match open_with_root_level(level) {
+            // The node does not match the level its pointer gives...
+            Err(OpenError::Btree(e)) => {
+                let msg = e.to_string();
+                assert!(msg.contains("level"), "level {level}: {msg}");
+                assert!(msg.contains("needs fsck"), "level {level}: {msg}");
+            }
+            // ... or a level beyond any tree's does not even decode as a root entry.
+            Err(e @ OpenError::Unrecoverable { .. }) => {
+                assert!(level >= 8, "level {level}: {e}");
+                assert!(e.to_string().contains("clean section"), "{e}");
+            }
+            Err(other) => panic!("level {level}: unexpected error {other}"),
+            Ok(_) => panic!("opened with the root recorded at level {level} (it is at 1)"),
+        }
+    }
+}
+
+/// Writes a valid flush jset into the first journal bucket of a store that was not closed.
+fn store_with_forged_jset(seq: u64, last_seq: u64) -> Arc<CrashDevice> {
+    let dev = new_dev(16 << 20, &small_opts());
+    {
+        let s = open(dev.clone());
+        let seq = put(s.btree(), BtreeId::Inodes, &[(pos(1), val(1, 1))]);
+        s.flush(seq).unwrap();
+    }
+    let sb = sixfs::sb::read_superblock(&*dev).unwrap().sb;
+    let geo = journal_geometry(&sb);
+    let mut buf = sixfs::format::jset::new_jset_buf(4096);
+    sixfs::format::jset::seal_jset(
+        &mut buf,
+        seq,
+        last_seq,
+        0,
+        fs_magic(&sb),
+        geo.csum,
+        geo.block_size,
+    );
+    // The last bucket: not where the store wrote (it starts at the first).
+    let at = *geo.buckets.last().unwrap();
+    dev.write_at(&buf, at).unwrap();
+    dev
+}
+
+#[test]
+fn a_forged_journal_entry_with_a_huge_range_is_refused_at_once() {
+    let dev = store_with_forged_jset(1 << 60, 1);
+    let t0 = std::time::Instant::now();
+    let msg = match Store::open(dev, &StoreOptions::default()) {
+        Ok(_) => panic!("opened from a journal entry whose range is not there"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(msg.contains("is missing from the range"), "{msg}");
+    assert!(msg.contains("at byte"), "{msg}");
+    assert!(msg.contains("needs fsck"), "{msg}");
+    // With (forged) blacklist ranges covering nearly all of it, the range is not walked seq
+    // by seq either.
+    let dev = store_with_forged_jset(1 << 60, 1);
+    let mut sb = sixfs::sb::read_superblock(&*dev).unwrap().sb;
+    sb.blacklist.push(sixfs::format::superblock::SeqRange {
+        start: 1 << 20,
+        end: (1 << 60) - 1,
+    });
+    sixfs::sb::write_superblock(&*dev, &mut sb).unwrap();
+    let t0 = std::time::Instant::now();
+    let msg = match Store::open(dev, &StoreOptions::default()) {
+        Ok(_) => panic!("opened from a forged journal entry"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(msg.contains("needs fsck"), "{msg}");
+}
+
+#[test]
+fn a_clean_flag_without_a_clean_section_refuses_the_open() {
+    let (dev, _) = two_level_store();
+    let mut sb = sixfs::sb::read_superblock(&*dev).unwrap().sb;
+    sb.clean.as_mut().unwrap().entries.clear();
+    sixfs::sb::write_superblock(&*dev, &mut sb).unwrap();
+    let msg = match Store::open(dev, &StoreOptions::default()) {
+        Ok(_) => panic!("opened a clean superblock without its roots"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("clean section"), "{msg}");
     assert!(msg.contains("needs fsck"), "{msg}");
 }

@@ -40,8 +40,8 @@ pub struct JournalScan {
     pub jsets: BTreeMap<u64, ScannedJset>,
     /// Damaged jsets: (bucket index, byte offset in bucket, device byte offset, error).
     pub damaged: Vec<(usize, u64, u64, FormatError)>,
-    /// Seqs found more than once (the first copy is kept).
-    pub duplicates: Vec<u64>,
+    /// Seqs found more than once: (seq, device offset of the copy kept, of the other).
+    pub duplicates: Vec<(u64, u64, u64)>,
 }
 
 /// Reads every journal bucket and collects the valid jsets.
@@ -66,8 +66,11 @@ pub fn scan_journal(dev: &dyn BlockDevice, geo: &JournalGeometry) -> Result<Jour
                         data: buf[off..(off + len).min(bs)].to_vec(),
                     };
                     match scan.jsets.entry(j.seq) {
-                        std::collections::btree_map::Entry::Occupied(_) => {
-                            scan.duplicates.push(j.seq)
+                        std::collections::btree_map::Entry::Occupied(o) => {
+                            let kept = o.get();
+                            let kept_at =
+                                geo.buckets.get(kept.bucket).copied().unwrap_or(0) + kept.offset;
+                            scan.duplicates.push((j.seq, kept_at, start + off as u64));
                         }
                         std::collections::btree_map::Entry::Vacant(v) => {
                             v.insert(s);

@@ -243,8 +243,6 @@ struct Replay {
     /// (btree, level) -> seq of the latest root change that created or removed that level:
     /// interior keys at that level from older jsets are stale.
     barriers: BTreeMap<(BtreeId, u8), u64>,
-    /// The first seq replayed (`last_seq` of the newest flush jset).
-    start: u64,
 }
 
 /// The keys to replay per (btree, level), highest level first, each with its seq; stale
@@ -278,7 +276,20 @@ impl Store {
         let alloc = Arc::new(node_allocator(&sbk));
         let mut info = RecoveryInfo::default();
         let clean_roots = if sbk.flags.contains(SbFlags::CLEAN) {
-            sbk.clean.as_ref().and_then(clean_roots)
+            // Clean means "the roots are here, the journal holds nothing newer": without
+            // them, recovering from the journal instead would be a guess.
+            let roots = sbk.clean.as_ref().and_then(clean_roots);
+            let seq_ok = sbk
+                .clean
+                .as_ref()
+                .is_some_and(|c| c.journal_seq < u64::MAX / 2);
+            if roots.is_none() || !seq_ok {
+                return Err(OpenError::Unrecoverable {
+                    dev: name,
+                    detail: "the superblock is marked clean but its clean section (btree roots and journal seq) is missing or damaged".into(),
+                });
+            }
+            roots
         } else {
             None
         };
@@ -317,21 +328,42 @@ impl Store {
                 });
             };
             let (n, l) = (newest.seq, newest.last_seq);
-            for s in l..=n {
-                if !scan.jsets.contains_key(&s) && !blacklisted(s) {
-                    return Err(OpenError::Unrecoverable {
-                        dev: name,
-                        detail: format!(
-                            "journal entry {s} is missing from the range {l}..={n} that must be replayed"
-                        ),
-                    });
-                }
+            let newest_at = geo.buckets.get(newest.bucket).copied().unwrap_or(0) + newest.offset;
+            if let Some(s) = first_missing(l, n, &scan.jsets, &old_blacklist) {
+                let damaged: Vec<String> = scan
+                    .damaged
+                    .iter()
+                    .take(4)
+                    .map(|d| format!("byte {} ({})", d.2, d.3))
+                    .collect();
+                return Err(OpenError::Unrecoverable {
+                    dev: name,
+                    detail: format!(
+                        "journal entry {s} is missing from the range {l}..={n} that entry {n} (at byte {newest_at}) says must be replayed{}",
+                        if damaged.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; damaged entries at {}", damaged.join(", "))
+                        }
+                    ),
+                });
+            }
+            if let Some(d) = scan.duplicates.iter().find(|d| l <= d.0 && d.0 <= n) {
+                return Err(OpenError::Unrecoverable {
+                    dev: name,
+                    detail: format!(
+                        "journal entry {} is present twice (at bytes {} and {}) in the range that must be replayed",
+                        d.0, d.1, d.2
+                    ),
+                });
             }
             let nj =
                 decode_jset(&newest.data, geo.magic, geo.csum, geo.block_size).map_err(|_| {
                     OpenError::Unrecoverable {
                         dev: name.clone(),
-                        detail: format!("journal entry {n} no longer decodes"),
+                        detail: format!(
+                            "journal entry {n} (at byte {newest_at}) no longer decodes"
+                        ),
                     }
                 })?;
             let Some(roots) = roots_from_entries(
@@ -341,25 +373,25 @@ impl Store {
             ) else {
                 return Err(OpenError::Unrecoverable {
                     dev: name,
-                    detail: format!("journal entry {n} lacks a btree root"),
+                    detail: format!("journal entry {n} (at byte {newest_at}) lacks a btree root"),
                 });
             };
             // Collect the keys to replay, newest version per (btree, level, pos).
             let mut rp = Replay {
                 keys: BTreeMap::new(),
                 barriers: BTreeMap::new(),
-                start: l,
             };
             let mut root_level: [Option<u8>; BTREE_ID_NR] = [None; BTREE_ID_NR];
-            for s in l..=n {
-                let Some(j) = scan.jsets.get(&s) else {
-                    continue;
-                };
+            for (&s, j) in scan.jsets.range(l..=n) {
                 if blacklisted(s) {
                     continue;
                 }
                 let Ok(js) = decode_jset(&j.data, geo.magic, geo.csum, geo.block_size) else {
-                    continue;
+                    let at = geo.buckets.get(j.bucket).copied().unwrap_or(0) + j.offset;
+                    return Err(OpenError::Unrecoverable {
+                        dev: name,
+                        detail: format!("journal entry {s} (at byte {at}) no longer decodes"),
+                    });
                 };
                 // Where the root's level changed, the levels in between were created or
                 // removed at this seq.
@@ -429,11 +461,11 @@ impl Store {
             };
             (roots, start, Some(rp))
         };
-        let replay = replay.map(|rp| (rp.start, rp.live_keys(&roots)));
+        let replay = replay.map(|rp| rp.live_keys(&roots));
         // Mark what the tree references before anything allocates.
         let cfg = btree_config(&sbk, opts.cache_nodes);
         let no_keys = ReplayKeys::new();
-        let overlay = replay.as_ref().map_or(&no_keys, |(_, k)| k);
+        let overlay = replay.as_ref().unwrap_or(&no_keys);
         mark_reachable(&*dev, &cfg, start.seq, &roots, overlay, &*alloc)?;
         // Make the new state findable before writing anything else.
         let journal = Arc::new(Journal::new(dev.clone(), geo, start));
@@ -451,7 +483,7 @@ impl Store {
             alloc.clone() as Arc<dyn NodeAllocator>,
             &roots,
         )?;
-        if let Some((_, keys)) = replay {
+        if let Some(keys) = replay {
             info.replayed_keys = replay_keys(&bt, keys)?;
             journal.flush_all()?;
             bt.note_durable();
@@ -540,6 +572,31 @@ impl Store {
     }
 }
 
+/// The first seq in `[l, n]` that is neither present nor blacklisted, in time linear in what
+/// is present and blacklisted (not in the width of the range, which comes from disk).
+fn first_missing(
+    l: u64,
+    n: u64,
+    present: &BTreeMap<u64, crate::journal::ScannedJset>,
+    blacklist: &[SeqRange],
+) -> Option<u64> {
+    let mut s = l;
+    let mut present = present.range(l..=n).map(|(k, _)| *k).peekable();
+    while s <= n {
+        if present.peek() == Some(&s) {
+            present.next();
+        } else if let Some(r) = blacklist.iter().find(|r| r.start <= s && s <= r.end) {
+            s = r.end.checked_add(1)?;
+            while present.next_if(|&p| p < s).is_some() {}
+            continue;
+        } else {
+            return Some(s);
+        }
+        s = s.checked_add(1)?;
+    }
+    None
+}
+
 /// Merges overlapping or adjacent seq ranges (kept sorted).
 fn merge_ranges(v: &mut Vec<SeqRange>) {
     v.sort_by_key(|r| r.start);
@@ -564,12 +621,15 @@ fn mark_reachable(
     overlay: &ReplayKeys,
     alloc: &dyn NodeAllocator,
 ) -> Result<(), BtreeError> {
+    // A node is read once even if (on a damaged disk) several pointers name it: levels
+    // strictly decrease, and with `seen` the walk is linear in the number of nodes.
+    let mut seen = std::collections::HashSet::new();
     for (i, (level, ptr)) in roots.iter().enumerate() {
         let btree = BtreeId::ALL[i];
         alloc.mark_used(ptr.sector);
         let mut stack = vec![(*level, *ptr, POS_MAX)];
         while let Some((lvl, p, max)) = stack.pop() {
-            if lvl == 0 {
+            if lvl == 0 || !seen.insert(p.sector) {
                 continue;
             }
             let n = crate::btree::io::read_node_raw(dev, cfg, cur_seq, &p, btree, lvl, max)?;
