@@ -203,3 +203,26 @@ fn the_tree_grows_and_shrinks_at_the_root() {
     assert!(dump(s.btree(), BtreeId::Xattrs).is_empty());
     check_ok(s.btree());
 }
+
+#[test]
+fn every_jset_carries_the_node_accounting() {
+    let dev = new_dev(16 << 20, &small_opts());
+    let total = {
+        let s = open(dev.clone());
+        for b in 0..10u64 {
+            let kvs: Vec<(Pos, Vec<u8>)> =
+                (0..60).map(|i| (Pos::new(b, i, 0), val(i, b))).collect();
+            put(s.btree(), BtreeId::Inodes, &kvs);
+        }
+        s.flush_all().unwrap();
+        s.node_usage().1
+        // Dropped without closing: the next open recovers from the journal.
+    };
+    let s = open(dev);
+    let usage: std::collections::BTreeMap<String, u64> =
+        s.recovery().usage.iter().cloned().collect();
+    assert_eq!(usage.get("btree_node_slots"), Some(&total), "{usage:?}");
+    let nodes = usage.get("btree_nodes").copied().unwrap_or(0);
+    // Five btree roots, and the inodes btree split into several leaves and a root above them.
+    assert!(nodes > 6, "{usage:?}");
+}

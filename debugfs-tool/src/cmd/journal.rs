@@ -47,8 +47,9 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<()> {
             .iter()
             .map(|(b, l, n)| format!("{n} {b}@{l}"))
             .collect();
+        let usage: Vec<String> = s.usage.iter().map(|(c, v)| format!("{c}={v}")).collect();
         println!(
-            "seq {:>6} last_seq {:>6} {:<8} bucket {:>3} byte {:>10} {:>6} B{}{}  keys [{}]{}",
+            "seq {:>6} last_seq {:>6} {:<8} bucket {:>3} byte {:>10} {:>6} B{}{}  keys [{}]{}{}",
             s.seq,
             s.last_seq,
             if s.flush { "flush" } else { "noflush" },
@@ -62,6 +63,11 @@ pub(crate) fn run(a: &Args) -> anyhow::Result<()> {
                 format!(" padding {}", s.padding)
             } else {
                 String::new()
+            },
+            if usage.is_empty() {
+                String::new()
+            } else {
+                format!("  usage [{}]", usage.join(", "))
             }
         );
         for k in &s.keys {

@@ -88,12 +88,14 @@ fn alloc_addr(bt: &Btree) -> Result<u64, BtreeError> {
         });
     }
     if let Some(a) = bt.alloc.alloc() {
+        bt.note_usage();
         return Ok(a);
     }
     if let Some(s) = bt.alloc.pending_seq() {
         bt.journal.flush(s)?;
         bt.note_durable();
         if let Some(a) = bt.alloc.alloc() {
+            bt.note_usage();
             return Ok(a);
         }
     }

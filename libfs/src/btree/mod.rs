@@ -222,6 +222,7 @@ impl Btree {
         let weak: std::sync::Weak<dyn JournalReclaim> =
             Arc::downgrade(&(bt.clone() as Arc<dyn JournalReclaim>));
         bt.journal.set_reclaim(weak);
+        bt.note_usage();
         Ok(bt)
     }
 
@@ -348,6 +349,15 @@ impl Btree {
     /// Tells the allocator which journal seqs are durable (frees waiting node slots).
     pub(crate) fn note_durable(&self) {
         self.alloc.durable(self.journal.durable_seq());
+        self.note_usage();
+    }
+
+    /// Hands the node-slot accounting to the journal (every jset carries it).
+    pub(crate) fn note_usage(&self) {
+        use crate::format::jset::UsageCounter;
+        let (used, total) = self.alloc.usage();
+        self.journal.set_usage(UsageCounter::BtreeNodes, used);
+        self.journal.set_usage(UsageCounter::BtreeNodeSlots, total);
     }
 }
 

@@ -18,7 +18,10 @@
 //! Entry types: 0 `btree_keys` (key records for one btree and level, strictly increasing),
 //! 1 `btree_root` (one `btree_ptr` key at `POS_MAX` pointing at the root; `level` is the
 //! root's level), 2 `padding` (space a transaction reserved and then gave back because it
-//! restarted: zeros, ignored). Every jset carries a root entry for every btree.
+//! restarted: zeros, ignored), 3 `usage` (accounting counters as the journal knew them
+//! when the jset was written: 16-byte records `{ counter u32, reserved u32 = 0, value u64 }`
+//! with strictly increasing counter ids; btree id and level 0). Every jset carries a root
+//! entry for every btree, and a usage entry once anything is accounted.
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -74,6 +77,56 @@ pub enum JEntryType {
     BtreeRoot = 1,
     /// Reserved space that was not used (zeros, ignored).
     Padding = 2,
+    /// Accounting counters ([`UsageCounter`]).
+    Usage = 3,
+}
+
+/// Accounting counters carried in `usage` entries (on-disk ABI: ids never change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageCounter {
+    /// Btree node slots in use.
+    BtreeNodes = 0,
+    /// Btree node slots on the device.
+    BtreeNodeSlots = 1,
+}
+
+impl UsageCounter {
+    /// Every counter, by id.
+    pub const ALL: [UsageCounter; 2] = [UsageCounter::BtreeNodes, UsageCounter::BtreeNodeSlots];
+
+    /// The counter with on-disk id `id`, if known.
+    pub fn from_id(id: u32) -> Option<UsageCounter> {
+        Self::ALL.into_iter().find(|c| *c as u32 == id)
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UsageCounter::BtreeNodes => "btree_nodes",
+            UsageCounter::BtreeNodeSlots => "btree_node_slots",
+        }
+    }
+}
+
+/// Bytes of one usage record.
+pub const USAGE_RECORD_BYTES: usize = 16;
+
+/// Appends a usage entry holding `counters` (sorted by id, no repeats) to `out`.
+pub fn push_usage_entry(out: &mut Vec<u8>, counters: &[(UsageCounter, u64)]) {
+    debug_assert!(counters.windows(2).all(|w| w[0].0 < w[1].0));
+    push_entry_header(
+        out,
+        JEntryType::Usage,
+        BtreeId::Extents,
+        0,
+        counters.len() * USAGE_RECORD_BYTES,
+    );
+    for (c, v) in counters {
+        out.extend_from_slice(&(*c as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes());
+    }
 }
 
 /// Appends an entry header for `payload_len` bytes to `out`; the caller appends the payload.
@@ -201,6 +254,17 @@ impl<'a> JEntry<'a> {
         let (k, _) = decode_key(self.payload).ok()?;
         BtreePtr::decode(k.val).ok()
     }
+    /// For a usage entry, the counters (already validated; unknown ids are skipped).
+    pub fn usage(&self) -> Vec<(UsageCounter, u64)> {
+        self.payload
+            .chunks_exact(USAGE_RECORD_BYTES)
+            .filter_map(|r| {
+                let id = u32::from_le_bytes(r.get(..4)?.try_into().ok()?);
+                let v = u64::from_le_bytes(r.get(8..16)?.try_into().ok()?);
+                UsageCounter::from_id(id).map(|c| (c, v))
+            })
+            .collect()
+    }
 }
 
 /// Iterator over validated key records.
@@ -252,6 +316,7 @@ fn decode_jentry(buf: &[u8]) -> Result<(JEntry<'_>, usize), FormatError> {
         0 => JEntryType::BtreeKeys,
         1 => JEntryType::BtreeRoot,
         2 => JEntryType::Padding,
+        3 => JEntryType::Usage,
         t => {
             return Err(FormatError::invalid(
                 what,
@@ -313,6 +378,31 @@ fn decode_jentry(buf: &[u8]) -> Result<(JEntry<'_>, usize), FormatError> {
                     "padding",
                     "padding holds non-zero bytes",
                 ));
+            }
+        }
+        JEntryType::Usage => {
+            if h.btree_id != 0 || h.level != 0 || !len.is_multiple_of(USAGE_RECORD_BYTES) {
+                return Err(FormatError::invalid(
+                    what,
+                    "usage",
+                    format!(
+                        "btree {} level {}, {len} bytes of {USAGE_RECORD_BYTES}-byte records",
+                        h.btree_id, h.level
+                    ),
+                ));
+            }
+            let mut prev: Option<u32> = None;
+            for r in payload.chunks_exact(USAGE_RECORD_BYTES) {
+                let id = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+                let reserved = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+                if reserved != 0 || prev.is_some_and(|p| p >= id) {
+                    return Err(FormatError::invalid(
+                        what,
+                        "usage",
+                        format!("counter {id} out of order or with reserved bits set"),
+                    ));
+                }
+                prev = Some(id);
             }
         }
         JEntryType::BtreeRoot => {
@@ -454,6 +544,50 @@ mod tests {
                 "bit {bit}"
             );
         }
+    }
+
+    #[test]
+    fn usage_entries_round_trip_and_bad_ones_are_rejected() {
+        let counters = [
+            (UsageCounter::BtreeNodes, 17),
+            (UsageCounter::BtreeNodeSlots, 4096),
+        ];
+        let mut b = new_jset_buf(4096);
+        push_usage_entry(&mut b, &counters);
+        seal_jset(&mut b, 5, 5, 0, 1, ChecksumType::Crc32c, 512);
+        let j = decode_jset(&b, 1, ChecksumType::Crc32c, 512).unwrap();
+        let e: Vec<_> = j.iter().collect();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].typ, JEntryType::Usage);
+        assert_eq!(e[0].usage(), counters.to_vec());
+        // Out of order, reserved bits, a partial record: each is refused.
+        let bad = |payload: &[u8]| {
+            let mut b = new_jset_buf(4096);
+            push_entry_header(
+                &mut b,
+                JEntryType::Usage,
+                BtreeId::Extents,
+                0,
+                payload.len(),
+            );
+            b.extend_from_slice(payload);
+            seal_jset(&mut b, 5, 5, 0, 1, ChecksumType::Crc32c, 512);
+            decode_jset(&b, 1, ChecksumType::Crc32c, 512).is_err()
+        };
+        let rec = |id: u32, reserved: u32, v: u64| {
+            let mut r = id.to_le_bytes().to_vec();
+            r.extend_from_slice(&reserved.to_le_bytes());
+            r.extend_from_slice(&v.to_le_bytes());
+            r
+        };
+        assert!(bad(&[rec(1, 0, 1), rec(0, 0, 1)].concat()), "out of order");
+        assert!(bad(&[rec(0, 0, 1), rec(0, 0, 2)].concat()), "repeated");
+        assert!(bad(&rec(0, 1, 1)), "reserved bits");
+        assert!(bad(&rec(0, 0, 1)[..12]), "partial record");
+        assert!(
+            !bad(&rec(99, 0, 1)),
+            "an unknown counter is kept for later versions"
+        );
     }
 
     proptest! {

@@ -248,6 +248,9 @@ pub struct JsetView {
     pub roots: Vec<(BtreeId, u8, u64)>,
     /// Padding entries (reserved by transactions that restarted).
     pub padding: usize,
+    /// Accounting counters it carries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<(&'static str, u64)>,
     /// The keys, when asked for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<ListedKey>,
@@ -293,6 +296,7 @@ pub fn journal(dev: &dyn BlockDevice, with_keys: bool) -> Result<JournalView, Op
             key_entries: Vec::new(),
             roots: Vec::new(),
             padding: 0,
+            usage: Vec::new(),
             keys: Vec::new(),
         };
         if let Ok(js) = decode_jset(&j.data, geo.magic, geo.csum, geo.block_size) {
@@ -310,6 +314,9 @@ pub fn journal(dev: &dyn BlockDevice, with_keys: bool) -> Result<JournalView, Op
                         }
                     }
                     JEntryType::Padding => v.padding += 1,
+                    JEntryType::Usage => {
+                        v.usage = e.usage().into_iter().map(|(c, x)| (c.name(), x)).collect();
+                    }
                 }
             }
         }

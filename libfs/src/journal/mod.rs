@@ -37,8 +37,8 @@ use crate::format::btree_id::{BTREE_ID_NR, BtreeId};
 use crate::format::btree_ptr::BtreePtr;
 use crate::format::csum::ChecksumType;
 use crate::format::jset::{
-    JENTRY_HEADER_BYTES, JEntryType, JSET_HEADER_BYTES, JSET_NO_FLUSH, new_jset_buf,
-    push_entry_header, push_root_entry, seal_jset,
+    JENTRY_HEADER_BYTES, JEntryType, JSET_HEADER_BYTES, JSET_NO_FLUSH, USAGE_RECORD_BYTES,
+    UsageCounter, new_jset_buf, push_entry_header, push_root_entry, push_usage_entry, seal_jset,
 };
 
 /// How far (in sequence numbers) the open jset may run ahead of the durable journal.
@@ -175,6 +175,8 @@ struct State {
     pins: BTreeMap<u64, u32>,
     /// Root history: per btree, (seq of change, level, ptr), oldest first.
     roots: Vec<Vec<(u64, u8, BtreePtr)>>,
+    /// Accounting counters, written into every jset.
+    usage: BTreeMap<UsageCounter, u64>,
     seq_written: u64,
     seq_durable: u64,
     last_seq_ondisk: u64,
@@ -243,6 +245,7 @@ impl Journal {
                 closed: VecDeque::new(),
                 pins: BTreeMap::new(),
                 roots,
+                usage: BTreeMap::new(),
                 seq_written: start.seq.saturating_sub(1),
                 seq_durable: start.durable_seq,
                 last_seq_ondisk: start.last_seq_ondisk,
@@ -559,9 +562,18 @@ impl Journal {
         s.roots[btree.idx()].push((seq, level, ptr));
     }
 
+    /// Sets an accounting counter; every jset written from now on carries it (as of the
+    /// moment the jset is written).
+    pub fn set_usage(&self, counter: UsageCounter, value: u64) {
+        self.state.lock().usage.insert(counter, value);
+    }
+
+    /// Bytes every jset keeps for what the journal itself appends: one root entry per btree
+    /// (8-byte entry header + 28-byte key header + 48-byte ptr) and the usage entry.
     fn roots_bytes(&self) -> usize {
-        // One root entry per btree: 8-byte entry header + 28-byte key header + 48-byte ptr.
         BTREE_ID_NR * (8 + 28 + 48)
+            + JENTRY_HEADER_BYTES
+            + UsageCounter::ALL.len() * USAGE_RECORD_BYTES
     }
 
     /// Appends the roots as of `seq` to `buf` and prunes history no jset will need.
@@ -611,6 +623,10 @@ impl Journal {
             let flush = (s.flush_wanted > s.seq_durable && c.seq >= s.flush_wanted)
                 || c.seq + 2 >= s.seq_durable + LEAD;
             Self::append_roots(&mut s, c.seq, &mut c.buf);
+            if !s.usage.is_empty() {
+                let u: Vec<(UsageCounter, u64)> = s.usage.iter().map(|(c, v)| (*c, *v)).collect();
+                push_usage_entry(&mut c.buf, &u);
+            }
             let flags = if flush { 0 } else { JSET_NO_FLUSH };
             seal_jset(
                 &mut c.buf,

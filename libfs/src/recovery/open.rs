@@ -124,6 +124,8 @@ pub struct RecoveryInfo {
     pub jsets_found: u64,
     /// Damaged jsets found (torn writes after the last flush are normal).
     pub jsets_damaged: u64,
+    /// Accounting counters recorded in the newest flush jset (as of its write).
+    pub usage: Vec<(String, u64)>,
 }
 
 /// The filesystem's magic: the first 8 bytes of the internal UUID.
@@ -376,6 +378,12 @@ impl Store {
                     detail: format!("journal entry {n} (at byte {newest_at}) lacks a btree root"),
                 });
             };
+            info.usage = nj
+                .iter()
+                .filter(|e| e.typ == JEntryType::Usage)
+                .flat_map(|e| e.usage())
+                .map(|(c, v)| (c.name().to_string(), v))
+                .collect();
             // Collect the keys to replay, newest version per (btree, level, pos).
             let mut rp = Replay {
                 keys: BTreeMap::new(),
