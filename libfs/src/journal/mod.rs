@@ -12,9 +12,15 @@
 //!   reservation in it has been released (so every pin it implies exists).
 //! - `last_seq` of a jset is fixed when the jset is closed: the oldest pinned seq, or the
 //!   jset's own seq. A pin released later cannot make an already-closed jset claim more.
-//! - A sequence number `s` is opened only if `s <= durable_seq + LEAD`. Btree nodes record the
-//!   newest seq of their keys, so nothing on disk ever names a seq beyond `durable + LEAD`;
-//!   after a crash, recovery blacklists `(durable, durable + LEAD]` and starts after it.
+//!   Every reservation pins its own seq until it is released, by which time the keys it
+//!   journaled are pinned in their nodes: so no jset ever claims an older, not yet written
+//!   transaction is no longer needed.
+//! - A reservation is granted only for a seq `s <= durable_seq + LEAD`. Btree node entries
+//!   record the newest reservation seq of their keys, so no node entry on disk names a seq
+//!   beyond `durable + LEAD` (new nodes of structural changes are stamped with the open seq,
+//!   which may be further on, but they are unreachable unless the reservation that links
+//!   them in — a later seq — became durable); after a crash, recovery blacklists
+//!   `(durable, durable + LEAD]` and starts after it.
 //! - Flush writes flush the device before (so node writes they depend on are durable) and
 //!   after (so the jset itself is) — flush + FUA semantics.
 //! - A journal bucket is reused only when every jset in it is older than the durable
