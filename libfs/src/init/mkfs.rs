@@ -262,6 +262,7 @@ pub fn build_superblock(
             entries: Vec::new(),
         }),
         blacklist: Vec::new(),
+        optional: Vec::new(),
     };
     let mut check = sb.clone();
     check.seq = 1;
