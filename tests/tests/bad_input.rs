@@ -104,7 +104,11 @@ fn truncated_random_and_zero_images_are_refused() {
     j.expect_code(4);
     let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
     assert_eq!(v["report"]["problems"][0]["id"], "sb_device_shrunk");
-    assert_eq!(file_digest(&cut), before, "a tool wrote to a truncated image");
+    assert_eq!(
+        file_digest(&cut),
+        before,
+        "a tool wrote to a truncated image"
+    );
     // Cut inside the primary copy: nothing valid is left.
     std::fs::OpenOptions::new()
         .write(true)

@@ -52,6 +52,12 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
         "Device size:            100663296 (96 MiB)",
         "Compression:            zstd:7",
         "Data checksum:          blake3",
+        "Flags:                  clean\n",
+        "Clean:                  yes (clean section present)",
+        "Features:               zstd, blake3\n",
+        "Compat features:        none\n",
+        "Clean btree root:       extents  level 0, sector ",
+        "Clean btree root:       alloc    level 0, sector ",
     ] {
         assert!(
             text.stdout.contains(want),
@@ -64,6 +70,13 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
         "unexpected warnings: {}",
         text.stderr
     );
+    assert_eq!(
+        text.stdout.matches("Clean btree root:").count(),
+        5,
+        "one root per btree:\n{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains("Features("), "{}", text.stdout);
 
     let json = run(
         "sixfs-debug",
@@ -80,6 +93,9 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
     assert_eq!(sb["dev_size"], 96u64 << 20);
     assert_eq!(sb["options"]["compression"]["type"], "zstd");
     assert_eq!(sb["options"]["compression"]["level"], 7);
+    assert_eq!(sb["flag_names"], "clean");
+    assert_eq!(sb["clean_roots"].as_array().unwrap().len(), 5);
+    assert_eq!(sb["clean_roots"][0]["level"], 0);
     let copies = v["copies"].as_array().unwrap();
     assert_eq!(copies.len(), 3);
     assert!(

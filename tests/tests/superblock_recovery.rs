@@ -119,7 +119,11 @@ fn fsck_preen_repairs_a_stale_backup_and_json_reports_it() {
     set_seq(&img, b, 2);
     let s = run("sixfs-debug", ["show-super".as_ref(), img.as_os_str()]);
     s.expect_code(0);
-    assert!(s.stdout.contains("Sequence:               2"), "{}", s.stdout);
+    assert!(
+        s.stdout.contains("Sequence:               2"),
+        "{}",
+        s.stdout
+    );
     assert!(
         s.stderr
             .contains(&format!("at byte {end}: stale (seq 1, newest is 2)")),
@@ -190,4 +194,56 @@ fn fsck_usage_errors_exit_16() {
     run("fsck-sixfs", ["--no-such-flag"]).expect_code(16);
     run("fsck-sixfs", Vec::<String>::new()).expect_code(16);
     run("fsck-sixfs", ["--help"]).expect_code(0);
+}
+
+#[test]
+fn fsck_takes_fsck8_progress_options_without_swallowing_the_device() {
+    let d = scratch();
+    let img = d.path().join("c.img");
+    mkfs_64m(&img);
+    run(
+        "fsck-sixfs",
+        ["-n".as_ref(), "-C".as_ref(), img.as_os_str()],
+    )
+    .expect_code(0);
+    run(
+        "fsck-sixfs",
+        ["-C".as_ref(), "0".as_ref(), "-n".as_ref(), img.as_os_str()],
+    )
+    .expect_code(0);
+    run(
+        "fsck-sixfs",
+        ["-C0".as_ref(), "-n".as_ref(), img.as_os_str()],
+    )
+    .expect_code(0);
+    run(
+        "fsck-sixfs",
+        ["-n".as_ref(), img.as_os_str(), "-C".as_ref()],
+    )
+    .expect_code(0);
+}
+
+#[test]
+fn fsck_lists_bad_copies_without_verbose() {
+    // A truncated image: the problem is the size, and the copy past the end is listed too.
+    let d = scratch();
+    let img = d.path().join("t.img");
+    mkfs_64m(&img);
+    let [_, _, end] = copies(&img);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(48 << 20)
+        .unwrap();
+    let n = run("fsck-sixfs", ["-n".as_ref(), img.as_os_str()]);
+    n.expect_code(4);
+    assert!(
+        n.stdout.contains(&format!(
+            "end backup superblock at byte {end}: past the end of the device"
+        )),
+        "{}",
+        n.stdout
+    );
+    assert!(n.stdout.contains("(truncated?)"), "{}", n.stdout);
 }

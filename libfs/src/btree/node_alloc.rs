@@ -316,7 +316,11 @@ mod tests {
         assert_eq!(a.alloc(), Some(545 * 8));
         a.mark_used((n - 1) * 8);
         a.mark_used(546 * 8);
-        assert_eq!(a.alloc(), Some(547 * 8), "a slot marked used was handed out");
+        assert_eq!(
+            a.alloc(),
+            Some(547 * 8),
+            "a slot marked used was handed out"
+        );
         assert_eq!(a.usage(), (4, n - 33 - 512));
         assert_eq!(a.inner.lock().ahead.len(), 1);
         // The closure form gives the same space.

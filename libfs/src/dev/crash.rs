@@ -739,7 +739,11 @@ mod tests {
         });
         assert!(d.flush().is_err());
         assert_eq!(d.fired(id), 1);
-        assert_eq!(d.pending_writes(), 1, "a failed flush dropped the pending write");
+        assert_eq!(
+            d.pending_writes(),
+            1,
+            "a failed flush dropped the pending write"
+        );
         let mut b = [0u8; 512];
         d.durable_image().read_at(&mut b, 0).unwrap();
         assert_eq!(b, [0u8; 512], "a failed flush made a write durable");
@@ -775,14 +779,23 @@ mod tests {
         assert_eq!(pts, log.points(&plan), "not deterministic for a seed");
         assert_ne!(
             pts,
-            log.points(&EnumPlan { seed: 8, ..plan.clone() }),
+            log.points(&EnumPlan {
+                seed: 8,
+                ..plan.clone()
+            }),
             "the seed is ignored"
         );
-        assert!(pts.windows(2).all(|w| w[0].epoch <= w[1].epoch), "not in epoch order");
+        assert!(
+            pts.windows(2).all(|w| w[0].epoch <= w[1].epoch),
+            "not in epoch order"
+        );
         for k in 0..log.epochs() {
             let n = log.writes_in_epoch(k);
             let of: Vec<&CrashPoint> = pts.iter().filter(|p| p.epoch == k).collect();
-            assert!(of.iter().any(|p| p.survivors == Survivors::None && p.torn.is_empty()));
+            assert!(
+                of.iter()
+                    .any(|p| p.survivors == Survivors::None && p.torn.is_empty())
+            );
             assert_eq!(
                 of.iter().any(|p| p.survivors == Survivors::All),
                 n > 0,
@@ -810,8 +823,18 @@ mod tests {
         // Epoch 0 gets prefixes, subsets and torn variants (of writes 0 and 2 only, and
         // sometimes both at once); epoch 2 (one write) gets torn variants but no subsets.
         let e0: Vec<&CrashPoint> = pts.iter().filter(|p| p.epoch == 0).collect();
-        assert_eq!(e0.iter().filter(|p| matches!(p.survivors, Survivors::Prefix(_))).count(), 1);
-        assert_eq!(e0.iter().filter(|p| p.torn.is_empty() && matches!(p.survivors, Survivors::Some(_))).count(), 4);
+        assert_eq!(
+            e0.iter()
+                .filter(|p| matches!(p.survivors, Survivors::Prefix(_)))
+                .count(),
+            1
+        );
+        assert_eq!(
+            e0.iter()
+                .filter(|p| p.torn.is_empty() && matches!(p.survivors, Survivors::Some(_)))
+                .count(),
+            4
+        );
         assert_eq!(e0.iter().filter(|p| !p.torn.is_empty()).count(), 20);
         assert!(e0.iter().any(|p| p.torn.len() == 2));
         assert!(e0.iter().flat_map(|p| &p.torn).all(|t| t.write != 1));

@@ -388,7 +388,10 @@ impl Superblock {
         if self.seq == 0 || self.seq >= SEQ_LIMIT {
             return inv(
                 "seq",
-                format!("{} is not in 1..2^63 (sequence numbers start at 1)", self.seq),
+                format!(
+                    "{} is not in 1..2^63 (sequence numbers start at 1)",
+                    self.seq
+                ),
             );
         }
         if self.label.len() > LABEL_MAX || self.label.contains('\0') {
@@ -924,17 +927,13 @@ impl Superblock {
             let typ = fh.typ.get();
             // `bytes` is a multiple of 8 and so is every record, so the padding is in `after`
             // whenever the payload is.
-            let (Some(payload), Some(padding)) = (
-                after.get(..len),
-                after.get(len..len.next_multiple_of(8)),
-            ) else {
+            let (Some(payload), Some(padding)) =
+                (after.get(..len), after.get(len..len.next_multiple_of(8)))
+            else {
                 return Err(FormatError::invalid(
                     WHAT,
                     "fields",
-                    format!(
-                        "field type {typ} claims {len} bytes, {} left",
-                        after.len()
-                    ),
+                    format!("field type {typ} claims {len} bytes, {} left", after.len()),
                 ));
             };
             if padding.iter().any(|&b| b != 0) {
@@ -1423,10 +1422,21 @@ pub(crate) mod tests {
             "[a-zA-Z0-9é _-]{0,16}",
             1u64..SEQ_LIMIT,
             (0u8..3, 1u8..=22, 0u8..3, 1u8..3),
-            proptest::option::of((0u64..SEQ_LIMIT, proptest::collection::vec(any::<u8>(), 0..200))),
+            proptest::option::of((
+                0u64..SEQ_LIMIT,
+                proptest::collection::vec(any::<u8>(), 0..200),
+            )),
             proptest::collection::vec(1u64..1000, 0..6),
-            (any::<bool>(), any::<u64>(), any::<u64>(), any::<(u64, u64)>()),
-            proptest::collection::vec((1u32..100, proptest::collection::vec(any::<u8>(), 0..40)), 0..3),
+            (
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<(u64, u64)>(),
+            ),
+            proptest::collection::vec(
+                (1u32..100, proptest::collection::vec(any::<u8>(), 0..40)),
+                0..3,
+            ),
         )
             .prop_map(
                 |(
@@ -1497,10 +1507,39 @@ pub(crate) mod tests {
 
     /// The byte offsets and widths of the header's fields (for field-level mutations).
     const HEADER_FIELDS: &[(usize, usize)] = &[
-        (20, 2), (22, 2), (24, 4), (28, 4), (32, 8), (40, 8), (48, 16), (64, 16), (80, 32),
-        (112, 4), (116, 4), (120, 4), (124, 4), (128, 8), (136, 8), (144, 8), (152, 8),
-        (160, 8), (168, 8), (176, 8), (184, 1), (185, 1), (186, 1), (187, 1), (188, 4),
-        (192, 1), (193, 3), (196, 4), (200, 8), (208, 8), (216, 8), (224, 8), (232, 24),
+        (20, 2),
+        (22, 2),
+        (24, 4),
+        (28, 4),
+        (32, 8),
+        (40, 8),
+        (48, 16),
+        (64, 16),
+        (80, 32),
+        (112, 4),
+        (116, 4),
+        (120, 4),
+        (124, 4),
+        (128, 8),
+        (136, 8),
+        (144, 8),
+        (152, 8),
+        (160, 8),
+        (168, 8),
+        (176, 8),
+        (184, 1),
+        (185, 1),
+        (186, 1),
+        (187, 1),
+        (188, 4),
+        (192, 1),
+        (193, 3),
+        (196, 4),
+        (200, 8),
+        (208, 8),
+        (216, 8),
+        (224, 8),
+        (232, 24),
     ];
 
     #[derive(Clone, Debug)]
@@ -1538,7 +1577,11 @@ pub(crate) mod tests {
             }
             Mutation::Field(i, v) => put(b, HEADER_FIELDS[i % HEADER_FIELDS.len()], v),
             Mutation::FieldSmall(i, v) => {
-                let v = if v < 64 { u64::from(v) } else { 1u64 << (v % 64) };
+                let v = if v < 64 {
+                    u64::from(v)
+                } else {
+                    1u64 << (v % 64)
+                };
                 put(b, HEADER_FIELDS[i % HEADER_FIELDS.len()], v)
             }
             Mutation::Record(a, d) => {

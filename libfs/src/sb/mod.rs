@@ -335,7 +335,10 @@ pub fn write_superblock(dev: &dyn BlockDevice, sb: &mut Superblock) -> Result<()
             source: FormatError::invalid(
                 "superblock",
                 "seq",
-                format!("{} cannot be bumped: sequence numbers stay below 2^63", sb.seq),
+                format!(
+                    "{} cannot be bumped: sequence numbers stay below 2^63",
+                    sb.seq
+                ),
             ),
         })?;
     let mut next = sb.clone();
@@ -396,7 +399,10 @@ mod tests {
             }
             let r = read_superblock(&dev).unwrap();
             assert_eq!(r.sb.seq, 9, "case {i}");
-            assert_eq!(r.sb.offset, offs[order.iter().position(|&s| s == 9).unwrap()]);
+            assert_eq!(
+                r.sb.offset,
+                offs[order.iter().position(|&s| s == 9).unwrap()]
+            );
             for c in &r.copies {
                 let seq = order[offs.iter().position(|&o| o == c.offset).unwrap()];
                 let want = if seq == 9 {
@@ -535,7 +541,11 @@ mod tests {
                 let img = log.image(&point);
                 let r = read_superblock(&img)
                     .unwrap_or_else(|e| panic!("no valid superblock after a cut at {point}: {e}"));
-                assert!(r.sb.seq == old || r.sb.seq == new, "{point}: seq {}", r.sb.seq);
+                assert!(
+                    r.sb.seq == old || r.sb.seq == new,
+                    "{point}: seq {}",
+                    r.sb.seq
+                );
                 if k >= 1 {
                     assert_eq!(r.sb.seq, new, "{point}: the flushed primary was lost");
                 }
