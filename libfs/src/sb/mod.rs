@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::dev::{BlockDevice, DevError};
 use crate::format::FormatError;
-use crate::format::probe::{PROBE_BYTES, Signature, probe};
+use crate::format::probe::{PROBE_BYTES, Signature, TAIL_PROBE_BYTES, probe, probe_tail};
 use crate::format::superblock::{
     SB_HEADER_BYTES, SB_PRIMARY_OFFSET, SEQ_LIMIT, SbLayout, Superblock,
 };
@@ -248,9 +248,9 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Result<SbRead, SbError> {
         .max_by_key(|s| s.seq)
         .cloned();
     let Some(newest) = newest else {
-        let mut head = vec![0u8; PROBE_BYTES.min(usize::try_from(len).unwrap_or(usize::MAX))];
-        dev.read_at(&mut head, 0)?;
-        let found = probe(&head).into_iter().filter(|s| *s != Signature::Sixfs);
+        let found = probe_device(dev)?
+            .into_iter()
+            .filter(|s| *s != Signature::Sixfs);
         for c in &mut copies {
             c.role = role(c.offset, None, len);
         }
@@ -294,6 +294,25 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Result<SbRead, SbError> {
         });
     }
     Ok(read)
+}
+
+/// The signatures found at the head and the tail of `dev` (magic numbers only; see
+/// [`probe`] and [`probe_tail`]), each once, head first.
+pub fn probe_device(dev: &dyn BlockDevice) -> Result<Vec<Signature>, DevError> {
+    let len = dev.len();
+    let n = |max: usize| usize::try_from(len).map_or(max, |l| l.min(max));
+    let mut head = vec![0u8; n(PROBE_BYTES)];
+    dev.read_at(&mut head, 0)?;
+    let mut tail = vec![0u8; n(TAIL_PROBE_BYTES)];
+    let tail_at = len - tail.len() as u64;
+    dev.read_at(&mut tail, tail_at)?;
+    let mut found = probe(&head);
+    for s in probe_tail(&tail, len) {
+        if !found.contains(&s) {
+            found.push(s);
+        }
+    }
+    Ok(found)
 }
 
 /// Now, in unix nanoseconds.
