@@ -403,7 +403,7 @@ fn foreign_image(
 }
 
 #[test]
-fn mkfs_refuses_real_btrfs_and_xfs_images() {
+fn mkfs_refuses_real_btrfs_xfs_and_vfat_images() {
     let d = scratch();
     let cases: &[(&str, &[&str], u64, &str)] = &[
         (
@@ -418,7 +418,7 @@ fn mkfs_refuses_real_btrfs_and_xfs_images() {
             320 << 20,
             "contains an xfs filesystem",
         ),
-        ("mkfs.vfat", &[], 64 << 20, "(vfat) filesystem"),
+        ("mkfs.vfat", &[], 64 << 20, "contains a FAT16 (vfat) filesystem"),
     ];
     for (tool, args, size, msg) in cases {
         let Some(img) = foreign_image(d.path(), tool, args, *size) else {

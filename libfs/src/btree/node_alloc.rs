@@ -89,7 +89,7 @@ impl Geo {
         let byte = addr.checked_mul(512)?;
         let b = byte / self.bucket_size;
         let within = byte % self.bucket_size;
-        if within % self.node_size != 0 || b < self.first || b >= self.nbuckets {
+        if !within.is_multiple_of(self.node_size) || b < self.first || b >= self.nbuckets {
             return None;
         }
         let i = within / self.node_size;
