@@ -77,7 +77,10 @@ fn corpus_replays_without_panics() {
         }
         assert!(n > 0, "fuzz/corpus/{name} is empty");
     }
-    assert!(total < 1 << 20, "the corpus is {total} bytes; keep it under 1 MiB");
+    assert!(
+        total < 1 << 20,
+        "the corpus is {total} bytes; keep it under 1 MiB"
+    );
 }
 
 fn superblock(seq: u64, block: u32) -> Superblock {
@@ -186,7 +189,10 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut full = superblock(9, 512);
     full.flags = SbFlags::NEEDS_FSCK;
     full.features |= Features::LZ4;
-    full.blacklist = vec![SeqRange { start: 3, end: 5 }, SeqRange { start: 9, end: 40 }];
+    full.blacklist = vec![
+        SeqRange { start: 3, end: 5 },
+        SeqRange { start: 9, end: 40 },
+    ];
     full.optional = vec![OptionalField {
         typ: 0x8001,
         payload: b"future".to_vec(),
@@ -266,7 +272,13 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     {
         let mut j = new_jset_buf(4096);
         let keys = leaf_keys();
-        push_entry_header(&mut j, JEntryType::BtreeKeys, BtreeId::Extents, 0, keys.len());
+        push_entry_header(
+            &mut j,
+            JEntryType::BtreeKeys,
+            BtreeId::Extents,
+            0,
+            keys.len(),
+        );
         j.extend_from_slice(&keys);
         j.extend_from_slice(&root_entries());
         push_entry_header(&mut j, JEntryType::Padding, BtreeId::Extents, 0, 16);

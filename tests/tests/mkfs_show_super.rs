@@ -418,7 +418,12 @@ fn mkfs_refuses_real_btrfs_xfs_and_vfat_images() {
             320 << 20,
             "contains an xfs filesystem",
         ),
-        ("mkfs.vfat", &[], 64 << 20, "contains a FAT16 (vfat) filesystem"),
+        (
+            "mkfs.vfat",
+            &[],
+            64 << 20,
+            "contains a FAT16 (vfat) filesystem",
+        ),
     ];
     for (tool, args, size, msg) in cases {
         let Some(img) = foreign_image(d.path(), tool, args, *size) else {

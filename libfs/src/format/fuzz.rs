@@ -83,7 +83,10 @@ fn check_superblock(data: &[u8]) {
     let Ok(sb) = Superblock::decode(data) else {
         return;
     };
-    assert!(sb.validate().is_ok(), "decoded superblock does not validate");
+    assert!(
+        sb.validate().is_ok(),
+        "decoded superblock does not validate"
+    );
     let e = sb.encode().expect("a decoded superblock encodes");
     assert_eq!(
         &e[..],
@@ -117,7 +120,11 @@ pub fn keys(data: &[u8]) {
     let mut n = 0u32;
     while let Ok((k, len)) = decode_key(&rest[at..]) {
         assert!(len >= 28 && len == k.encoded_len(), "bad key length {len}");
-        assert_eq!(reencode(&k), &rest[at..at + len], "key re-encodes differently");
+        assert_eq!(
+            reencode(&k),
+            &rest[at..at + len],
+            "key re-encodes differently"
+        );
         assert_eq!(Key::as_ref(&k.to_owned()), k);
         at += len;
         n += 1;
@@ -179,7 +186,10 @@ pub fn btree_node(data: &[u8]) {
         b = &b[len..];
         n += 1;
     }
-    assert!(b.is_empty() && n == e.info.nkeys, "validated keys do not walk");
+    assert!(
+        b.is_empty() && n == e.info.nkeys,
+        "validated keys do not walk"
+    );
     let mut out = Vec::new();
     encode_entry(&mut out, &e.info, e.keys, FUZZ_MAGIC, csum, block);
     assert_eq!(&out[..used], &rest[..used], "entry re-encodes differently");
@@ -222,7 +232,11 @@ mod tests {
 
     #[test]
     fn params_round_trip() {
-        for csum in [ChecksumType::None, ChecksumType::Crc32c, ChecksumType::Blake3] {
+        for csum in [
+            ChecksumType::None,
+            ChecksumType::Crc32c,
+            ChecksumType::Blake3,
+        ] {
             for block in [512, 4096, 65536] {
                 for known in [false, true] {
                     for level in 0..4 {

@@ -308,7 +308,8 @@ pub fn journal(dev: &dyn BlockDevice, with_keys: bool) -> Result<JournalView, Op
                     }
                     JEntryType::BtreeRoot => {
                         if let Some(p) = e.root() {
-                            v.roots.push((e.btree, e.level, p.sector.saturating_mul(512)));
+                            v.roots
+                                .push((e.btree, e.level, p.sector.saturating_mul(512)));
                         }
                     }
                     JEntryType::Padding => v.padding += 1,

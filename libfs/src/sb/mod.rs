@@ -463,6 +463,48 @@ mod tests {
         assert_eq!((r.sb.seq, r.sb.uuid), (3, ours.uuid), "{:?}", seqs(&r));
     }
 
+    /// Collects warnings (the log is process-wide: entries are told apart by device name).
+    struct Capture;
+    static LOGGED: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                LOGGED.lock().push(r.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static CAPTURE: Capture = Capture;
+
+    #[test]
+    fn bad_copies_are_logged_as_warnings() {
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Warn);
+        // A device of an odd size, so its name is unique among the tests.
+        let size = SIZE + 4096 * 3;
+        let dev = CrashDevice::new(size, 512);
+        let mut s = sample(size, 512 << 10, 256 << 10);
+        write_superblock(&dev, &mut s).unwrap();
+        dev.write_at(&[0u8; 512], SB_PRIMARY_OFFSET).unwrap();
+        let r = read_superblock(&dev).unwrap();
+        assert_eq!(r.bad_copies().count(), 1);
+        let logged: Vec<String> = LOGGED
+            .lock()
+            .iter()
+            .filter(|l| l.starts_with(dev.name()))
+            .cloned()
+            .collect();
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert!(
+            logged[0].contains("primary superblock at byte 4096: no sixfs superblock"),
+            "{}",
+            logged[0]
+        );
+    }
+
     #[test]
     fn a_device_shorter_than_the_filesystem_is_refused() {
         let dev = CrashDevice::new(40 << 20, 512);
