@@ -3,7 +3,7 @@
 # missing ones) and cargo tools (only when absent). Safe to run again and again.
 set -euo pipefail
 
-APT_PACKAGES=(e2fsprogs util-linux fuse3 btrfs-progs xfsprogs)
+APT_PACKAGES=(e2fsprogs util-linux fuse3 btrfs-progs xfsprogs dosfstools)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -22,6 +22,20 @@ if ((${#missing[@]})); then
     [ "$attempt" -eq 3 ] && { echo "install-deps: apt-get install failed" >&2; exit 1; }
     sleep 2
   done
+fi
+
+# .ci/run runs cargo fmt and cargo clippy: a minimal rustup profile lacks them.
+if command -v rustup >/dev/null 2>&1; then
+  components=()
+  cargo fmt --version >/dev/null 2>&1 || components+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || components+=(clippy)
+  if ((${#components[@]})); then
+    echo "install-deps: adding rustup components ${components[*]}"
+    rustup component add "${components[@]}"
+  fi
+elif ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "install-deps: cargo fmt or cargo clippy is missing and rustup is not available; install rustfmt and clippy" >&2
+  exit 1
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

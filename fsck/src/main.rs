@@ -1,12 +1,14 @@
 //! `fsck.sixfs`: checks and repairs a sixfs filesystem, following fsck(8) conventions.
 //! Argument parsing and output only; the work is `sixfs::recovery::fsck_path`.
 
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use sixfs::recovery::{FixPolicy, FsckOptions, FsckReport, Prompt, fsck_path};
+use sixfs::sb::CopyStatus;
 
 /// fsck(8) exit codes.
 const EXIT_OPERATIONAL: u8 = 8;
@@ -48,6 +50,8 @@ struct Cli {
     #[arg(short = 'v')]
     verbose: bool,
     /// Progress to a file descriptor (accepted for fsck(8) compatibility; the check is quick).
+    /// As with e2fsck, the fd is `-C FD` or `-CFD`; a `-C` followed by something that is not
+    /// a number takes no fd, so `-C /dev/x` checks /dev/x.
     #[arg(short = 'C', value_name = "FD", num_args = 0..=1, default_missing_value = "1")]
     progress_fd: Option<i32>,
     /// Print the report as JSON.
@@ -59,8 +63,9 @@ struct TtyPrompt;
 
 impl Prompt for TtyPrompt {
     fn confirm(&mut self, question: &str) -> bool {
-        print!("{question} [y/n] ");
-        let _ = std::io::stdout().flush();
+        // On stderr: stdout carries the report (and --json must stay parseable).
+        eprint!("{question} [y/n] ");
+        let _ = std::io::stderr().flush();
         let mut line = String::new();
         if std::io::stdin().lock().read_line(&mut line).is_err() {
             return false;
@@ -69,13 +74,34 @@ impl Prompt for TtyPrompt {
     }
 }
 
+/// `-C` with a following argument that is not a number takes no fd (fsck(8) passes `-C0` or
+/// `-C 3`; `fsck.sixfs -C /dev/x` must check /dev/x): such a `-C` becomes `-C1`.
+fn fix_progress_arg(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter().peekable();
+    while let Some(a) = it.next() {
+        if a == "-C"
+            && it
+                .peek()
+                .is_some_and(|n| n.to_str().is_none_or(|n| n.parse::<i32>().is_err()))
+        {
+            out.push(OsString::from("-C1"));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
 fn print_text(r: &FsckReport, verbose: bool) {
-    if verbose {
-        for c in &r.superblock_copies {
-            println!(
-                "{}: {} superblock at byte {}: {}",
-                r.device, c.role, c.offset, c.status
-            );
+    for c in &r.superblock_copies {
+        // Without -v, the copies that are not fine (those a problem already names are listed
+        // with it).
+        let line = format!("{} superblock at byte {}", c.role, c.offset);
+        let bad = !matches!(c.status, CopyStatus::Valid { .. });
+        let named = r.problems.iter().any(|p| p.message.contains(&line));
+        if verbose || (bad && !named) {
+            println!("{}: {line}: {}", r.device, c.status);
         }
     }
     for p in &r.problems {
@@ -108,7 +134,7 @@ fn print_text(r: &FsckReport, verbose: bool) {
 
 fn main() -> ExitCode {
     sixfs::util::cli::restore_sigpipe();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(fix_progress_arg(std::env::args_os().collect())) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -152,5 +178,46 @@ fn main() -> ExitCode {
             eprintln!("fsck.sixfs: {e}");
             ExitCode::from(EXIT_OPERATIONAL)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let v: Vec<OsString> = std::iter::once("fsck.sixfs")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        Cli::try_parse_from(fix_progress_arg(v))
+    }
+
+    #[test]
+    fn progress_fd_never_swallows_the_device() {
+        let c = parse(&["-C", "/dev/x"]).unwrap();
+        assert_eq!(
+            (c.device, c.progress_fd),
+            (PathBuf::from("/dev/x"), Some(1))
+        );
+        let c = parse(&["-n", "-C", "3", "/dev/x"]).unwrap();
+        assert_eq!(
+            (c.device, c.progress_fd),
+            (PathBuf::from("/dev/x"), Some(3))
+        );
+        let c = parse(&["-C0", "/dev/x"]).unwrap();
+        assert_eq!(
+            (c.device, c.progress_fd),
+            (PathBuf::from("/dev/x"), Some(0))
+        );
+        let c = parse(&["/dev/x", "-C"]).unwrap();
+        assert_eq!(
+            (c.device, c.progress_fd),
+            (PathBuf::from("/dev/x"), Some(1))
+        );
+        let c = parse(&["-p", "-C", "-y"]);
+        assert!(c.is_err(), "-p and -y conflict; -C must not hide that");
+        let c = parse(&["-y", "/dev/x"]).unwrap();
+        assert_eq!(c.progress_fd, None);
     }
 }

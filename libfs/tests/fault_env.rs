@@ -5,6 +5,7 @@
     clippy::unwrap_used,
     reason = "test code"
 )]
+#![allow(unsafe_code, reason = "std::env::set_var is unsafe in edition 2024")]
 
 #[test]
 fn env_var_arms_sites() {

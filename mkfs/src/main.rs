@@ -29,8 +29,9 @@ struct Cli {
     /// Filesystem UUID (default: random).
     #[arg(short = 'U', long)]
     uuid: Option<uuid::Uuid>,
-    /// Create the image file with this size, or grow it to this size (e.g. 64M, 10G, 1T).
-    /// Required when the file does not exist; not allowed for block devices.
+    /// Create the image file with this size, or grow it to this size (e.g. 64M, 10G, 1T),
+    /// rounded down to a whole number of blocks. Required when the file does not exist; not
+    /// allowed for block devices.
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
     /// Block size: smallest unit of allocation and IO (power of two, 512..64K; default 4K).
@@ -104,6 +105,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "device": cli.device.display().to_string(),
             "created": r.created,
+            "size_rounded_from": r.size_rounded_from,
             "overwritten": r.overwritten,
             "superblock": sb,
         });
@@ -111,6 +113,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     } else if !cli.quiet {
         for o in &r.overwritten {
             println!("Overwrote {o} on {}", cli.device.display());
+        }
+        if let Some(from) = r.size_rounded_from {
+            println!(
+                "Note: --size {from} rounded down to {} (a whole number of {}-byte blocks)",
+                sb.dev_size, sb.block_size
+            );
         }
         println!(
             "Formatted {} as sixfs (format version {})",

@@ -62,8 +62,9 @@ fn truncated_random_and_zero_images_are_refused() {
         .unwrap();
     all_tools_refuse(&zeros, "no valid sixfs superblock");
 
-    // A real image cut short: the end copy is gone and the device is smaller than recorded,
-    // but the head copies are intact, so tools work and fsck reports the truncation.
+    // A real image cut short: the head copies are intact but the device is smaller than the
+    // filesystem they describe. Every tool refuses it naming both sizes; fsck reports it as
+    // an error it cannot correct (exit 4) in every mode; nothing is written.
     let cut = d.path().join("cut.img");
     run(
         "mkfs-sixfs",
@@ -81,14 +82,32 @@ fn truncated_random_and_zero_images_are_refused() {
         .unwrap()
         .set_len(40 << 20)
         .unwrap();
-    run("sixfs-debug", ["show-super".as_ref(), cut.as_os_str()]).expect_code(0);
-    let f = run("fsck-sixfs", ["-y".as_ref(), cut.as_os_str()]);
-    f.expect_code(4);
-    assert!(
-        f.stdout
-            .contains("device is 41943040 bytes but the filesystem was made for 67108864"),
-        "{}",
-        f.stdout
+    let before = file_digest(&cut);
+    let msg = "device is 41943040 bytes but the superblock says the filesystem is 67108864 bytes (truncated?)";
+    run("sixfs-debug", ["show-super".as_ref(), cut.as_os_str()]).expect_clean_error(msg);
+    run("sixfs-debug", ["list".as_ref(), cut.as_os_str()]).expect_clean_error(msg);
+    for mode in ["-n", "-p", "-y"] {
+        let f = run("fsck-sixfs", [mode.as_ref(), cut.as_os_str()]);
+        f.expect_code(4);
+        assert!(
+            f.stdout.contains(msg)
+                && (f.stdout.contains("NOT FIXED") || f.stdout.contains("not fixed (-n)")),
+            "fsck {mode}:\n{}",
+            f.stdout
+        );
+        assert!(!f.stderr.contains("panicked"), "{}", f.stderr);
+    }
+    let j = run(
+        "fsck-sixfs",
+        ["-y".as_ref(), "--json".as_ref(), cut.as_os_str()],
+    );
+    j.expect_code(4);
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
+    assert_eq!(v["report"]["problems"][0]["id"], "sb_device_shrunk");
+    assert_eq!(
+        file_digest(&cut),
+        before,
+        "a tool wrote to a truncated image"
     );
     // Cut inside the primary copy: nothing valid is left.
     std::fs::OpenOptions::new()

@@ -52,6 +52,12 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
         "Device size:            100663296 (96 MiB)",
         "Compression:            zstd:7",
         "Data checksum:          blake3",
+        "Flags:                  clean\n",
+        "Clean:                  yes (clean section present)",
+        "Features:               zstd, blake3\n",
+        "Compat features:        none\n",
+        "Clean btree root:       extents  level 0, sector ",
+        "Clean btree root:       alloc    level 0, sector ",
     ] {
         assert!(
             text.stdout.contains(want),
@@ -64,6 +70,13 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
         "unexpected warnings: {}",
         text.stderr
     );
+    assert_eq!(
+        text.stdout.matches("Clean btree root:").count(),
+        5,
+        "one root per btree:\n{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains("Features("), "{}", text.stdout);
 
     let json = run(
         "sixfs-debug",
@@ -80,6 +93,9 @@ fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
     assert_eq!(sb["dev_size"], 96u64 << 20);
     assert_eq!(sb["options"]["compression"]["type"], "zstd");
     assert_eq!(sb["options"]["compression"]["level"], 7);
+    assert_eq!(sb["flag_names"], "clean");
+    assert_eq!(sb["clean_roots"].as_array().unwrap().len(), 5);
+    assert_eq!(sb["clean_roots"][0]["level"], 0);
     let copies = v["copies"].as_array().unwrap();
     assert_eq!(copies.len(), 3);
     assert!(
@@ -249,4 +265,181 @@ fn mkfs_on_a_sparse_terabyte_allocates_almost_nothing() {
         "mkfs allocated {allocated} bytes on a sparse 1 TiB image"
     );
     run("fsck-sixfs", ["-n".as_ref(), img.as_os_str()]).expect_code(0);
+}
+
+#[test]
+fn mkfs_rounds_size_to_whole_blocks() {
+    let d = scratch();
+    let img = d.path().join("r.img");
+    let r = run(
+        "mkfs-sixfs",
+        ["--size".as_ref(), "100000001".as_ref(), img.as_os_str()],
+    );
+    r.expect_code(0);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 99_999_744);
+    assert!(
+        r.stdout
+            .contains("--size 100000001 rounded down to 99999744"),
+        "{}",
+        r.stdout
+    );
+    let img = d.path().join("r64.img");
+    run(
+        "mkfs-sixfs",
+        [
+            "-q".as_ref(),
+            "--block-size".as_ref(),
+            "64K".as_ref(),
+            "--size".as_ref(),
+            "100000001".as_ref(),
+            img.as_os_str(),
+        ],
+    )
+    .expect_code(0);
+    assert_eq!(std::fs::metadata(&img).unwrap().len() % 65536, 0);
+    run("fsck-sixfs", ["-n".as_ref(), img.as_os_str()]).expect_code(0);
+}
+
+/// Runs mkfs with `SIXFS_FAULTS` set.
+fn mkfs_with_faults(faults: &str, args: &[&std::ffi::OsStr]) -> sixfs_e2e::Run {
+    std::process::Command::new(sixfs_e2e::bin("mkfs-sixfs"))
+        .args(args)
+        .env("SIXFS_FAULTS", faults)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn a_failed_format_leaves_no_file_behind_and_a_grown_file_its_old_size() {
+    let d = scratch();
+    let img = d.path().join("f.img");
+    let r = mkfs_with_faults(
+        "dev:flush oneshot",
+        &["--size".as_ref(), "64M".as_ref(), img.as_os_str()],
+    );
+    r.expect_clean_error("flush");
+    assert!(!img.exists(), "mkfs left the file it created behind");
+    // An existing file is kept, at its old length.
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let r = mkfs_with_faults(
+        "dev:flush oneshot",
+        &["--size".as_ref(), "64M".as_ref(), img.as_os_str()],
+    );
+    r.expect_clean_error("flush");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 32 << 20);
+}
+
+#[test]
+fn a_busy_image_is_neither_grown_nor_written() {
+    use sixfs::dev::file::{FileDevice, OpenOptions};
+    let d = scratch();
+    let img = d.path().join("b.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let before = file_digest(&img);
+    let held = FileDevice::open(
+        &img,
+        &OpenOptions {
+            write: true,
+            direct: false,
+            exclusive: true,
+        },
+    )
+    .unwrap();
+    run(
+        "mkfs-sixfs",
+        ["--size".as_ref(), "64M".as_ref(), img.as_os_str()],
+    )
+    .expect_clean_error("device is busy");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 32 << 20, "grown");
+    assert_eq!(file_digest(&img), before, "written");
+    drop(held);
+    run(
+        "mkfs-sixfs",
+        [
+            "-q".as_ref(),
+            "--size".as_ref(),
+            "64M".as_ref(),
+            img.as_os_str(),
+        ],
+    )
+    .expect_code(0);
+}
+
+/// Makes a `size`-byte image with an external mkfs, or says why it cannot.
+fn foreign_image(
+    dir: &std::path::Path,
+    tool: &str,
+    args: &[&str],
+    size: u64,
+) -> Option<std::path::PathBuf> {
+    let img = dir.join(format!("{tool}.img"));
+    std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+    match std::process::Command::new(tool)
+        .args(args)
+        .arg(&img)
+        .output()
+    {
+        Ok(o) if o.status.success() => Some(img),
+        Ok(o) => {
+            println!(
+                "SKIPPED {tool}: it failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            println!("SKIPPED {tool}: not available ({e}); scripts/install-deps.sh installs it");
+            None
+        }
+    }
+}
+
+#[test]
+fn mkfs_refuses_real_btrfs_xfs_and_vfat_images() {
+    let d = scratch();
+    let cases: &[(&str, &[&str], u64, &str)] = &[
+        (
+            "mkfs.btrfs",
+            &["-q", "-f"],
+            256 << 20,
+            "contains a btrfs filesystem",
+        ),
+        (
+            "mkfs.xfs",
+            &["-q", "-f"],
+            320 << 20,
+            "contains an xfs filesystem",
+        ),
+        (
+            "mkfs.vfat",
+            &[],
+            64 << 20,
+            "contains a FAT16 (vfat) filesystem",
+        ),
+    ];
+    for (tool, args, size, msg) in cases {
+        let Some(img) = foreign_image(d.path(), tool, args, *size) else {
+            continue;
+        };
+        let before = file_digest(&img);
+        run("mkfs-sixfs", [img.as_os_str()]).expect_clean_error(&format!("{msg}; use -f"));
+        run("sixfs-debug", ["show-super".as_ref(), img.as_os_str()])
+            .expect_clean_error(&format!("not a sixfs filesystem: it {msg}"));
+        assert_eq!(file_digest(&img), before, "{tool}: a refused mkfs wrote");
+        run(
+            "mkfs-sixfs",
+            ["-q".as_ref(), "-f".as_ref(), img.as_os_str()],
+        )
+        .expect_code(0);
+        run("fsck-sixfs", ["-n".as_ref(), img.as_os_str()]).expect_code(0);
+        println!("{tool}: refused, then overwritten with -f");
+    }
 }

@@ -164,6 +164,22 @@ impl FileDevice {
         f.set_len(size).map_err(|e| io_err(path, e))
     }
 
+    /// Grows an image file opened for writing to `size` bytes (sparse); never shrinks, and
+    /// refuses block devices.
+    pub fn grow(&mut self, size: u64) -> Result<(), DevError> {
+        if self.is_blk {
+            return Err(DevError::NotADevice {
+                path: self.path.clone(),
+                what: "a block device cannot be grown".into(),
+            });
+        }
+        if size > self.size {
+            self.file.set_len(size).map_err(|e| io_err(&self.path, e))?;
+            self.size = size;
+        }
+        Ok(())
+    }
+
     /// Bytes allocated on disk (for files; the device size for block devices).
     pub fn allocated_bytes(&self) -> Result<u64, DevError> {
         if self.is_blk {

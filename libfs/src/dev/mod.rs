@@ -81,6 +81,18 @@ pub enum DevError {
         /// Bytes needed.
         need: u64,
     },
+    /// Whether the device is mounted could not be determined (mountinfo unreadable): the
+    /// check fails closed.
+    #[error(
+        "{}: cannot tell whether it is mounted (reading /proc/self/mountinfo failed: {source}); refusing to go on",
+        path.display()
+    )]
+    MountCheck {
+        /// The path given.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Another process holds the device (exclusive open or lock failed).
     #[error("{}: device is busy (in use by another process or mounted)", path.display())]
     Busy {
@@ -93,9 +105,9 @@ impl DevError {
     /// The errno a POSIX caller should see for this error.
     pub fn errno(&self) -> i32 {
         match self {
-            DevError::Io { source, .. } | DevError::Open { source, .. } => {
-                source.raw_os_error().unwrap_or(libc::EIO)
-            }
+            DevError::Io { source, .. }
+            | DevError::Open { source, .. }
+            | DevError::MountCheck { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             DevError::OutOfRange { .. } => libc::EINVAL,
             DevError::Injected { .. } => libc::EIO,
             DevError::TooSmall { .. } => libc::EINVAL,

@@ -110,7 +110,7 @@ impl std::fmt::Display for BtreePtr {
             f,
             "sector {} (byte {}) seq {:#018x} written {} gen {} min {}",
             self.sector,
-            self.sector * 512,
+            self.sector.saturating_mul(512),
             self.node_seq,
             self.sectors_written,
             self.generation,

@@ -9,6 +9,7 @@
 //! - [`btree_id`]: btree ids.
 //! - [`csum`]: checksum and compression types, checksum computation.
 //! - [`probe`]: recognising other filesystems' signatures.
+//! - [`fuzz`]: the fuzz harnesses (one per decoder), shared by `fuzz/` and the corpus test.
 
 pub mod bkey;
 pub mod btree_id;
@@ -16,6 +17,7 @@ pub mod btree_node;
 pub mod btree_ptr;
 pub mod csum;
 mod error;
+pub mod fuzz;
 pub mod jset;
 pub mod probe;
 pub mod superblock;

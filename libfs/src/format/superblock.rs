@@ -47,7 +47,13 @@
 //!
 //! Invariants checked by [`Superblock::validate`], on decode and before every encode: sizes are
 //! powers of two and nest (block ≤ btree node ≤ bucket), copies do not overlap each other or
-//! any bucket, journal ranges lie inside the buckets and do not overlap.
+//! any bucket, journal ranges lie inside the buckets and do not overlap and are bounded
+//! ([`JOURNAL_RANGES_MAX`], [`JOURNAL_BUCKETS_MAX`], half the buckets), sequence numbers are
+//! below [`SEQ_LIMIT`], `dev_size` is at most [`DEV_SIZE_MAX`], the CLEAN flag is set exactly
+//! when the clean field is present. Decoding also checks what validation cannot see: reserved
+//! bytes and record padding are zero, records come in increasing type order, and the copy is
+//! at most `layout.max_bytes` (64 KiB) long — so a decoded superblock encodes back to exactly
+//! the bytes it came from.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -83,6 +89,15 @@ pub const BLOCK_SIZE_RANGE: (u32, u32) = (512, 65536);
 pub const BTREE_NODE_SIZE_RANGE: (u32, u32) = (4096, 1 << 20);
 /// Smallest and largest bucket sizes.
 pub const BUCKET_SIZE_RANGE: (u32, u32) = (4096, 64 << 20);
+/// Sequence numbers (superblock `seq`, journal seqs in the clean section and the blacklist)
+/// are below this: nothing on disk may come near `u64::MAX`, so `+ 1` never overflows.
+pub const SEQ_LIMIT: u64 = 1 << 63;
+/// Largest device a superblock may describe (1 EiB).
+pub const DEV_SIZE_MAX: u64 = 1 << 60;
+/// Most journal buckets (in all ranges together).
+pub const JOURNAL_BUCKETS_MAX: u64 = 1 << 16;
+/// Most journal bucket ranges.
+pub const JOURNAL_RANGES_MAX: usize = 64;
 
 const WHAT: &str = "superblock";
 
@@ -90,7 +105,8 @@ const WHAT: &str = "superblock";
 const FIELD_JOURNAL: u32 = 1;
 const FIELD_CLEAN: u32 = 2;
 const FIELD_BLACKLIST: u32 = 3;
-const FIELD_OPTIONAL_FROM: u32 = 0x8000;
+/// Field types from here up are optional: a reader that does not know one keeps it as it is.
+pub const FIELD_OPTIONAL_FROM: u32 = 0x8000;
 
 #[repr(C)]
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -264,6 +280,17 @@ pub struct CleanSection {
     pub entries: Vec<u8>,
 }
 
+/// A field record of an optional type (≥ [`FIELD_OPTIONAL_FROM`]) this build does not know:
+/// kept as read and written back unchanged, so rewriting a superblock never drops it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OptionalField {
+    /// The record type.
+    pub typ: u32,
+    /// Its payload.
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+}
+
 /// A decoded, validated superblock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Superblock {
@@ -313,6 +340,8 @@ pub struct Superblock {
     pub clean: Option<CleanSection>,
     /// Journal sequence numbers that must be ignored (never flushed before a crash).
     pub blacklist: Vec<SeqRange>,
+    /// Optional field records of types this build does not know, in type order.
+    pub optional: Vec<OptionalField>,
 }
 
 fn is_pow2_in(v: u32, (lo, hi): (u32, u32)) -> bool {
@@ -356,8 +385,14 @@ impl Superblock {
                 supported: SB_VERSION,
             });
         }
-        if self.seq == 0 {
-            return inv("seq", "0 (sequence numbers start at 1)".into());
+        if self.seq == 0 || self.seq >= SEQ_LIMIT {
+            return inv(
+                "seq",
+                format!(
+                    "{} is not in 1..2^63 (sequence numbers start at 1)",
+                    self.seq
+                ),
+            );
         }
         if self.label.len() > LABEL_MAX || self.label.contains('\0') {
             return inv(
@@ -423,10 +458,22 @@ impl Superblock {
                 format!("{} copies (must be 1..={SB_MAX_COPIES})", l.offsets.len()),
             );
         }
-        if !l.max_bytes.is_power_of_two() || !(4096..=1 << 20).contains(&l.max_bytes) {
+        if l.max_bytes != SB_MAX_BYTES {
             return inv(
                 "layout",
-                format!("copy size {} is not a power of two in 4K..1M", l.max_bytes),
+                format!(
+                    "copy size {} is not {SB_MAX_BYTES} (fixed in format version 1)",
+                    l.max_bytes
+                ),
+            );
+        }
+        if self.dev_size > DEV_SIZE_MAX {
+            return inv(
+                "dev_size",
+                format!(
+                    "{} bytes is more than the largest device ({DEV_SIZE_MAX} bytes)",
+                    self.dev_size
+                ),
             );
         }
         if l.offsets.first() != Some(&SB_PRIMARY_OFFSET) {
@@ -492,7 +539,31 @@ impl Superblock {
                 );
             }
         }
-        // Journal.
+        // Journal: 1..=JOURNAL_RANGES_MAX ranges, at most JOURNAL_BUCKETS_MAX buckets and
+        // half of the usable ones.
+        let usable = self.nbuckets - self.first_bucket;
+        let total = self
+            .journal
+            .iter()
+            .try_fold(0u64, |t, r| t.checked_add(r.nr));
+        if self.journal.is_empty() || self.journal.len() > JOURNAL_RANGES_MAX {
+            return inv(
+                "journal",
+                format!(
+                    "{} bucket ranges (must be 1..={JOURNAL_RANGES_MAX})",
+                    self.journal.len()
+                ),
+            );
+        }
+        if total.is_none_or(|t| t > JOURNAL_BUCKETS_MAX || t > usable / 2) {
+            return inv(
+                "journal",
+                format!(
+                    "{} buckets is more than {JOURNAL_BUCKETS_MAX} or half of the {usable} usable buckets",
+                    total.map_or_else(|| "an overflowing number of".to_string(), |t| t.to_string())
+                ),
+            );
+        }
         let mut ranges = self.journal.clone();
         ranges.sort_by_key(|r| r.start);
         for (i, r) in ranges.iter().enumerate() {
@@ -520,14 +591,57 @@ impl Superblock {
                     format!("range {}..={} is reversed or out of order", r.start, r.end),
                 );
             }
+            if r.end >= SEQ_LIMIT {
+                return inv(
+                    "blacklist",
+                    format!("range {}..={} goes past seq 2^63", r.start, r.end),
+                );
+            }
         }
-        if let Some(c) = &self.clean
-            && c.entries.len() > (l.max_bytes as usize) / 2
-        {
+        // Clean section: present exactly when the CLEAN flag is set.
+        if self.flags.contains(SbFlags::CLEAN) != self.clean.is_some() {
             return inv(
                 "clean",
-                format!("{} bytes of roots is too large", c.entries.len()),
+                format!(
+                    "the CLEAN flag is {} but the clean section is {}",
+                    if self.flags.contains(SbFlags::CLEAN) {
+                        "set"
+                    } else {
+                        "clear"
+                    },
+                    if self.clean.is_some() {
+                        "present"
+                    } else {
+                        "missing"
+                    }
+                ),
             );
+        }
+        if let Some(c) = &self.clean {
+            if c.entries.len() > (l.max_bytes as usize) / 2 {
+                return inv(
+                    "clean",
+                    format!("{} bytes of roots is too large", c.entries.len()),
+                );
+            }
+            if c.journal_seq >= SEQ_LIMIT {
+                return inv(
+                    "clean",
+                    format!("journal seq {} is not below 2^63", c.journal_seq),
+                );
+            }
+        }
+        // Optional fields: known-optional types only, strictly increasing.
+        for (i, f) in self.optional.iter().enumerate() {
+            if f.typ < FIELD_OPTIONAL_FROM || (i > 0 && self.optional[i - 1].typ >= f.typ) {
+                return inv(
+                    "fields",
+                    format!(
+                        "optional field type {:#x} is below {FIELD_OPTIONAL_FROM:#x} or out of order",
+                        f.typ
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -535,8 +649,28 @@ impl Superblock {
     /// Encodes this superblock (with `self.offset` as the copy's offset), checksummed.
     pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
         self.validate()?;
+        let out = self.encode_unvalidated();
+        if out.len() > self.layout.max_bytes as usize {
+            return Err(FormatError::invalid(
+                WHAT,
+                "bytes",
+                format!(
+                    "{} bytes do not fit in a {}-byte copy",
+                    out.len(),
+                    self.layout.max_bytes
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The checksummed encoding without validating first (what [`Superblock::encode`] writes
+    /// once the superblock is valid; tests use it to make checksummed garbage). Fields that do
+    /// not fit their slots are cut short.
+    pub fn encode_unvalidated(&self) -> Vec<u8> {
         let mut label = [0u8; 32];
-        label[..self.label.len()].copy_from_slice(self.label.as_bytes());
+        let n = self.label.len().min(LABEL_MAX);
+        label[..n].copy_from_slice(&self.label.as_bytes()[..n]);
         let mut offsets = [U64::new(0); SB_MAX_COPIES];
         for (d, &o) in offsets.iter_mut().zip(&self.layout.offsets) {
             *d = U64::new(o);
@@ -599,6 +733,7 @@ impl Superblock {
             })
             .collect()
         };
+        // Fields in increasing type order (decode insists on it: one encoding per superblock).
         push_field(
             &mut out,
             FIELD_JOURNAL,
@@ -616,22 +751,14 @@ impl Superblock {
                 &ranges(&mut self.blacklist.iter().map(|r| (r.start, r.end))),
             );
         }
-        if out.len() > self.layout.max_bytes as usize {
-            return Err(FormatError::invalid(
-                WHAT,
-                "bytes",
-                format!(
-                    "{} bytes do not fit in a {}-byte copy",
-                    out.len(),
-                    self.layout.max_bytes
-                ),
-            ));
+        for f in &self.optional {
+            push_field(&mut out, f.typ, &f.payload);
         }
         let bytes = u32::try_from(out.len()).unwrap_or(u32::MAX);
         out[24..28].copy_from_slice(&bytes.to_le_bytes());
         let csum = crc32c::crc32c(&out[20..]);
         out[16..20].copy_from_slice(&csum.to_le_bytes());
-        Ok(out)
+        out
     }
 
     /// Reads the length a superblock copy claims, from its first [`SB_HEADER_BYTES`] bytes, after
@@ -646,17 +773,20 @@ impl Superblock {
             return Err(FormatError::BadMagic { what: WHAT });
         }
         let bytes = hdr.bytes.get() as usize;
-        if bytes < SB_HEADER_BYTES || !bytes.is_multiple_of(8) || bytes > (1 << 20) {
+        if bytes < SB_HEADER_BYTES || !bytes.is_multiple_of(8) || bytes > SB_MAX_BYTES as usize {
             return Err(FormatError::invalid(
                 WHAT,
                 "bytes",
-                format!("length {bytes} is impossible"),
+                format!(
+                    "length {bytes} is impossible (a multiple of 8 in {SB_HEADER_BYTES}..={SB_MAX_BYTES})"
+                ),
             ));
         }
         Ok(bytes)
     }
 
-    /// Decodes and validates one superblock copy.
+    /// Decodes and validates one superblock copy. `buf` may run past the copy (its length is
+    /// the header's `bytes`); what follows is not looked at.
     pub fn decode(buf: &[u8]) -> Result<Superblock, FormatError> {
         let bytes = Self::peek_len(buf)?;
         let Some(body) = buf.get(..bytes) else {
@@ -704,6 +834,26 @@ impl Superblock {
                 format!("unknown bits {:#x}", hdr.flags.get()),
             )
         })?;
+        for (name, zero) in [
+            ("reserved (bytes 124..128)", hdr.reserved0.get() == 0),
+            ("reserved (bytes 188..192)", hdr.reserved1.get() == 0),
+            ("reserved (bytes 193..196)", hdr.layout_reserved == [0; 3]),
+            ("reserved (bytes 232..256)", hdr.reserved2 == [0; 24]),
+        ] {
+            if !zero {
+                return Err(FormatError::invalid(WHAT, name, "not zero"));
+            }
+        }
+        if bytes > hdr.layout_max_bytes.get() as usize {
+            return Err(FormatError::invalid(
+                WHAT,
+                "bytes",
+                format!(
+                    "the copy is {bytes} bytes, more than the {} its layout reserves",
+                    hdr.layout_max_bytes.get()
+                ),
+            ));
+        }
         let label_len = hdr
             .label
             .iter()
@@ -762,8 +912,10 @@ impl Superblock {
             journal: Vec::new(),
             clean: None,
             blacklist: Vec::new(),
+            optional: Vec::new(),
         };
-        let mut seen = 0u32;
+        let mut seen_journal = false;
+        let mut last_type: Option<u32> = None;
         while !rest.is_empty() {
             let (fh, after) =
                 FieldHeaderDisk::ref_from_prefix(rest).map_err(|_| FormatError::Short {
@@ -772,32 +924,37 @@ impl Superblock {
                     have: rest.len(),
                 })?;
             let len = fh.bytes.get() as usize;
-            let padded = len.next_multiple_of(8);
-            let Some(payload) = after.get(..len) else {
+            let typ = fh.typ.get();
+            // `bytes` is a multiple of 8 and so is every record, so the padding is in `after`
+            // whenever the payload is.
+            let (Some(payload), Some(padding)) =
+                (after.get(..len), after.get(len..len.next_multiple_of(8)))
+            else {
                 return Err(FormatError::invalid(
                     WHAT,
                     "fields",
-                    format!(
-                        "field type {} claims {len} bytes, {} left",
-                        fh.typ.get(),
-                        after.len()
-                    ),
+                    format!("field type {typ} claims {len} bytes, {} left", after.len()),
                 ));
             };
-            rest = after.get(padded..).unwrap_or_default();
-            let typ = fh.typ.get();
-            if typ < 32 {
-                if seen & (1 << typ) != 0 {
-                    return Err(FormatError::invalid(
-                        WHAT,
-                        "fields",
-                        format!("field type {typ} repeated"),
-                    ));
-                }
-                seen |= 1 << typ;
+            if padding.iter().any(|&b| b != 0) {
+                return Err(FormatError::invalid(
+                    WHAT,
+                    "fields",
+                    format!("field type {typ} has non-zero padding"),
+                ));
             }
+            rest = after.get(len.next_multiple_of(8)..).unwrap_or_default();
+            if last_type.is_some_and(|t| t >= typ) {
+                return Err(FormatError::invalid(
+                    WHAT,
+                    "fields",
+                    format!("field type {typ} repeated or out of order (types must increase)"),
+                ));
+            }
+            last_type = Some(typ);
             match typ {
                 FIELD_JOURNAL => {
+                    seen_journal = true;
                     sb.journal = decode_ranges(payload, "journal")?
                         .into_iter()
                         .map(|(start, nr)| BucketRange { start, nr })
@@ -815,12 +972,19 @@ impl Superblock {
                     });
                 }
                 FIELD_BLACKLIST => {
+                    if payload.is_empty() {
+                        // Never written: an empty blacklist has no field.
+                        return Err(FormatError::invalid(WHAT, "blacklist", "empty field"));
+                    }
                     sb.blacklist = decode_ranges(payload, "blacklist")?
                         .into_iter()
                         .map(|(start, end)| SeqRange { start, end })
                         .collect();
                 }
-                t if t >= FIELD_OPTIONAL_FROM => {}
+                t if t >= FIELD_OPTIONAL_FROM => sb.optional.push(OptionalField {
+                    typ: t,
+                    payload: payload.to_vec(),
+                }),
                 t => {
                     return Err(FormatError::invalid(
                         WHAT,
@@ -830,7 +994,7 @@ impl Superblock {
                 }
             }
         }
-        if seen & (1 << FIELD_JOURNAL) == 0 {
+        if !seen_journal {
             return Err(FormatError::invalid(WHAT, "journal", "no journal field"));
         }
         sb.validate()?;
@@ -889,25 +1053,58 @@ pub(crate) mod tests {
             layout,
             clean: None,
             blacklist: vec![],
+            optional: vec![],
         }
     }
 
-    #[test]
-    fn sample_round_trips() {
-        let sb = sample(64 << 20, 512 << 10, 256 << 10);
-        let b = sb.encode().unwrap();
-        assert_eq!(Superblock::decode(&b).unwrap(), sb);
-    }
-
-    #[test]
-    fn every_single_bit_flip_is_detected() {
+    /// The sample with every kind of field record: clean section, blacklist, optional field.
+    fn full_sample() -> Superblock {
         let mut sb = sample(64 << 20, 512 << 10, 256 << 10);
+        sb.flags = SbFlags::CLEAN;
         sb.clean = Some(CleanSection {
             journal_seq: 77,
             entries: vec![1, 2, 3, 4, 5],
         });
         sb.blacklist = vec![SeqRange { start: 10, end: 20 }];
-        let good = sb.encode().unwrap();
+        sb.optional = vec![OptionalField {
+            typ: 0x8001,
+            payload: vec![7; 3],
+        }];
+        sb
+    }
+
+    fn expect_invalid(b: &[u8], field: &str) {
+        match Superblock::decode(b) {
+            Err(FormatError::Invalid { field: got, .. }) => {
+                assert!(got.starts_with(field), "expected {field}, got {got}")
+            }
+            other => panic!("expected Invalid {field}, got {other:?}"),
+        }
+    }
+
+    /// Recomputes the checksum over `[20, bytes)` after an edit.
+    fn fix_csum(b: &mut [u8]) {
+        let bytes = u32::from_le_bytes([b[24], b[25], b[26], b[27]]) as usize;
+        let end = if (SB_HEADER_BYTES..=b.len()).contains(&bytes) {
+            bytes
+        } else {
+            b.len()
+        };
+        let c = crc32c::crc32c(&b[20..end]);
+        b[16..20].copy_from_slice(&c.to_le_bytes());
+    }
+
+    #[test]
+    fn sample_round_trips() {
+        for sb in [sample(64 << 20, 512 << 10, 256 << 10), full_sample()] {
+            let b = sb.encode().unwrap();
+            assert_eq!(Superblock::decode(&b).unwrap(), sb);
+        }
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let good = full_sample().encode().unwrap();
         for bit in 0..good.len() * 8 {
             let mut b = good.clone();
             b[bit / 8] ^= 1 << (bit % 8);
@@ -919,95 +1116,341 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_single_bit_flip_is_detected_on_disk() {
+        // As read from a device: the copy followed by the zero padding of its 64 KiB area.
+        // A flip in the copy is detected; one in the padding is outside the copy and harmless.
+        let sb = full_sample();
+        let copy = sb.encode().unwrap();
+        let mut area = copy.clone();
+        area.resize(SB_MAX_BYTES as usize, 0);
+        for bit in 0..area.len() * 8 {
+            let mut b = area.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            if bit / 8 < copy.len() {
+                assert!(
+                    Superblock::decode(&b).is_err(),
+                    "flip of bit {bit} was not detected"
+                );
+            } else {
+                assert_eq!(Superblock::decode(&b).as_ref(), Ok(&sb), "bit {bit}");
+            }
+        }
+    }
+
+    #[test]
     fn absurd_sizes_with_a_valid_checksum_are_rejected() {
         let base = sample(64 << 20, 512 << 10, 256 << 10);
         type Edit = Box<dyn Fn(&mut Superblock)>;
+        let clean = || {
+            Some(CleanSection {
+                journal_seq: 1,
+                entries: vec![],
+            })
+        };
         let cases: Vec<(&str, Edit)> = vec![
             ("block_size", Box::new(|s| s.block_size = 3000)),
             ("block_size", Box::new(|s| s.block_size = 1 << 20)),
             ("btree_node_size", Box::new(|s| s.btree_node_size = 1 << 30)),
             ("bucket_size", Box::new(|s| s.bucket_size = 128 << 10)),
+            ("bucket_size", Box::new(|s| s.bucket_size = 0xc000_0000)),
             ("nbuckets", Box::new(|s| s.nbuckets = u64::MAX / 2)),
             ("nbuckets", Box::new(|s| s.nbuckets = s.first_bucket + 3)),
+            (
+                "nbuckets",
+                Box::new(|s| {
+                    s.dev_size = 1 << 40;
+                    s.nbuckets = (1 << 40) / 1024;
+                }),
+            ),
             (
                 "journal",
                 Box::new(|s| s.journal = vec![BucketRange { start: 0, nr: 8 }]),
             ),
+            (
+                "journal",
+                Box::new(|s| {
+                    s.journal = vec![BucketRange {
+                        start: s.first_bucket,
+                        nr: u64::MAX,
+                    }]
+                }),
+            ),
+            (
+                "journal",
+                Box::new(|s| {
+                    s.journal = vec![
+                        BucketRange {
+                            start: s.first_bucket,
+                            nr: 1,
+                        },
+                        BucketRange {
+                            start: s.first_bucket + 1,
+                            nr: u64::MAX,
+                        },
+                    ]
+                }),
+            ),
+            (
+                "journal",
+                Box::new(|s| {
+                    let usable = s.nbuckets - s.first_bucket;
+                    s.journal = vec![BucketRange {
+                        start: s.first_bucket,
+                        nr: usable / 2 + 1,
+                    }]
+                }),
+            ),
+            ("journal", Box::new(|s| s.journal.clear())),
+            (
+                "journal",
+                Box::new(|s| {
+                    s.journal = (0..65)
+                        .map(|i| BucketRange {
+                            start: s.first_bucket + i,
+                            nr: 1,
+                        })
+                        .collect()
+                }),
+            ),
             ("layout", Box::new(|s| s.layout.offsets[2] = s.dev_size)),
+            ("layout", Box::new(|s| s.layout.max_bytes = 1 << 20)),
+            ("layout", Box::new(|s| s.layout.max_bytes = 4096)),
+            ("dev_size", Box::new(|s| s.dev_size = u64::MAX)),
+            ("seq", Box::new(|s| s.seq = u64::MAX)),
+            ("seq", Box::new(|s| s.seq = SEQ_LIMIT)),
+            ("seq", Box::new(|s| s.seq = 0)),
+            (
+                "clean",
+                Box::new(move |s| {
+                    s.flags = SbFlags::CLEAN;
+                    s.clean = Some(CleanSection {
+                        journal_seq: u64::MAX,
+                        entries: vec![],
+                    });
+                }),
+            ),
+            ("clean", Box::new(|s| s.flags = SbFlags::CLEAN)),
+            ("clean", Box::new(move |s| s.clean = clean())),
+            (
+                "blacklist",
+                Box::new(|s| {
+                    s.blacklist = vec![SeqRange {
+                        start: 5,
+                        end: u64::MAX,
+                    }]
+                }),
+            ),
+            (
+                "blacklist",
+                Box::new(|s| {
+                    s.blacklist = vec![SeqRange { start: 5, end: 9 }, SeqRange { start: 2, end: 3 }]
+                }),
+            ),
         ];
         for (field, f) in cases {
             let mut sb = base.clone();
             f(&mut sb);
-            // Bypass encode's validation to produce a checksummed but absurd image.
-            let err = Superblock::decode(&encode_unchecked(&sb)).unwrap_err();
-            match err {
-                FormatError::Invalid { field: got, .. } => assert_eq!(got, field, "{err}"),
-                other => panic!("expected Invalid {field}, got {other}"),
-            }
+            assert!(sb.validate().is_err(), "{field}: validate accepted {sb:?}");
+            assert!(sb.encode().is_err(), "{field}: encode accepted it");
+            // A checksummed but absurd image.
+            expect_invalid(&sb.encode_unvalidated(), field);
         }
     }
 
-    /// Encodes without validating, so tests can make checksummed garbage.
-    pub(crate) fn encode_unchecked(sb: &Superblock) -> Vec<u8> {
-        let mut good = sample(64 << 20, 512 << 10, 256 << 10);
-        good.clean = sb.clean.clone();
-        let mut b = good.encode().unwrap();
-        let put = |b: &mut Vec<u8>, at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
-        put(&mut b, 112, &sb.block_size.to_le_bytes());
-        put(&mut b, 116, &sb.bucket_size.to_le_bytes());
-        put(&mut b, 120, &sb.btree_node_size.to_le_bytes());
-        put(&mut b, 128, &sb.dev_size.to_le_bytes());
-        put(&mut b, 136, &sb.nbuckets.to_le_bytes());
-        put(&mut b, 144, &sb.first_bucket.to_le_bytes());
-        for (i, o) in sb.layout.offsets.iter().enumerate() {
-            put(&mut b, 200 + 8 * i, &o.to_le_bytes());
+    #[test]
+    fn reserved_bytes_must_be_zero() {
+        let good = full_sample().encode().unwrap();
+        for at in [124usize, 127, 188, 191, 193, 195, 232, 255] {
+            let mut b = good.clone();
+            b[at] = 1;
+            fix_csum(&mut b);
+            expect_invalid(&b, "reserved");
         }
-        // First field is the journal: rewrite its ranges in place (same count).
-        for (i, r) in sb.journal.iter().enumerate() {
-            put(&mut b, 264 + 16 * i, &r.start.to_le_bytes());
-            put(&mut b, 272 + 16 * i, &r.nr.to_le_bytes());
+    }
+
+    #[test]
+    fn copy_length_is_bounded_by_the_copy_area() {
+        let good = full_sample().encode().unwrap();
+        for bytes in [SB_MAX_BYTES + 8, 1 << 20, !7u32, 248, 257] {
+            let mut b = good.clone();
+            b.resize(b.len().max(bytes as usize).min(2 << 20), 0);
+            b[24..28].copy_from_slice(&bytes.to_le_bytes());
+            fix_csum(&mut b);
+            expect_invalid(&b, "bytes");
         }
-        let csum = crc32c::crc32c(&b[20..]);
-        put(&mut b, 16, &csum.to_le_bytes());
-        b
+    }
+
+    #[test]
+    fn field_records_are_canonical() {
+        let sb = full_sample();
+        let good = sb.encode().unwrap();
+        // Journal record at 256: 8-byte header + 16-byte range. Clean record at 280:
+        // 8-byte header + 13-byte payload + 3 bytes of padding at 301..304.
+        assert_eq!(u32::from_le_bytes(good[280..284].try_into().unwrap()), 2);
+        let mut b = good.clone();
+        b[302] = 1;
+        fix_csum(&mut b);
+        expect_invalid(&b, "fields");
+        // Types out of order: swap the journal's type with the clean section's.
+        let mut b = good.clone();
+        b[256] = 2;
+        b[280] = 1;
+        fix_csum(&mut b);
+        expect_invalid(&b, "fields");
+        // A repeated type.
+        let mut b = good.clone();
+        b[280] = 1;
+        fix_csum(&mut b);
+        expect_invalid(&b, "fields");
+        // An unknown required type.
+        let mut b = good.clone();
+        b[280] = 9;
+        fix_csum(&mut b);
+        expect_invalid(&b, "fields");
+        // The unknown optional field survives a decode and re-encode.
+        let d = Superblock::decode(&good).unwrap();
+        assert_eq!(d.optional, sb.optional);
+        assert_eq!(d.encode().unwrap(), good);
+        // An empty blacklist field is never written, so it is not accepted either.
+        let mut sb2 = sample(64 << 20, 512 << 10, 256 << 10);
+        sb2.optional = vec![];
+        let mut b = sb2.encode_unvalidated();
+        b.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0]);
+        let len = b.len() as u32;
+        b[24..28].copy_from_slice(&len.to_le_bytes());
+        fix_csum(&mut b);
+        expect_invalid(&b, "blacklist");
+    }
+
+    #[derive(Clone, Debug)]
+    struct Shape {
+        log_block: u32,
+        log_node: u32,
+        log_bucket: u32,
+        head_copies: u64,
+        tail_copies: u64,
+        extra_first: u64,
+        extra_buckets: u64,
+        journal: Vec<(u64, u64)>,
+        reverse_journal: bool,
+        offset_pick: usize,
+    }
+
+    fn arb_shape() -> impl Strategy<Value = Shape> {
+        (
+            (9u32..=16, 12u32..=20, 12u32..=26),
+            (1u64..=2, 0u64..=2, 0u64..3, 0u64..4096),
+            proptest::collection::vec((any::<u64>(), any::<u64>()), 1..=4),
+            any::<bool>(),
+            any::<usize>(),
+        )
+            .prop_map(
+                |((lb, ln, lx), (head, tail, xf, xb), journal, reverse_journal, offset_pick)| {
+                    let log_node = ln.max(lb).max(12);
+                    Shape {
+                        log_block: lb,
+                        log_node,
+                        log_bucket: lx.max(log_node),
+                        head_copies: head,
+                        tail_copies: tail,
+                        extra_first: xf,
+                        // Big buckets make big devices; keep the bucket count modest for them.
+                        extra_buckets: if lx > 20 { xb % 64 } else { xb },
+                        journal,
+                        reverse_journal,
+                        offset_pick,
+                    }
+                },
+            )
+    }
+
+    /// Geometry from a shape: standard and non-standard layouts (1..=4 copies, 1 or 2 at the
+    /// head, 0..=2 after the buckets), block sizes up to 64K, buckets up to the maximum,
+    /// 1..=4 journal ranges.
+    fn shaped(sh: &Shape) -> Superblock {
+        let block = 1u32 << sh.log_block;
+        let node = 1u32 << sh.log_node;
+        let bucket = 1u32 << sh.log_bucket;
+        let bs = u64::from(bucket);
+        let max = u64::from(SB_MAX_BYTES);
+        let head_end = SB_PRIMARY_OFFSET + sh.head_copies * max;
+        let first_bucket = head_end.div_ceil(bs) + sh.extra_first;
+        let nbuckets = first_bucket + MIN_BUCKETS + sh.extra_buckets;
+        let tail = nbuckets * bs;
+        let mut offsets: Vec<u64> = (0..sh.head_copies)
+            .map(|i| SB_PRIMARY_OFFSET + i * max)
+            .collect();
+        offsets.extend((0..sh.tail_copies).map(|i| tail + i * max));
+        // Room for the tail copies, or some slack after the buckets when there are none.
+        let dev_size = tail + sh.tail_copies.max(1) * max + 4096;
+        let usable = nbuckets - first_bucket;
+        let k = sh.journal.len() as u64;
+        let slot = usable / k;
+        let mut journal: Vec<BucketRange> = sh
+            .journal
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, b))| {
+                let nr = 1 + a % (slot / 2).max(1);
+                let off = b % (slot - nr + 1);
+                BucketRange {
+                    start: first_bucket + i as u64 * slot + off,
+                    nr,
+                }
+            })
+            .collect();
+        if sh.reverse_journal {
+            journal.reverse();
+        }
+        let mut sb = sample(dev_size, bucket, node);
+        sb.block_size = block;
+        sb.first_bucket = first_bucket;
+        sb.nbuckets = nbuckets;
+        sb.offset = offsets[sh.offset_pick % offsets.len()];
+        sb.layout = SbLayout {
+            max_bytes: SB_MAX_BYTES,
+            offsets,
+        };
+        sb.journal = journal;
+        sb
     }
 
     fn arb_sb() -> impl Strategy<Value = Superblock> {
         (
-            (9u32..=12, 12u32..=16, 0u32..=3), // log2 block, log2 node, extra log2 for bucket
-            0u64..4096,                        // extra buckets
-            any::<u128>(),
-            any::<u128>(),
-            "[a-zA-Z0-9 _-]{0,32}",
-            1u64..u64::MAX,
+            arb_shape(),
+            (any::<u128>(), any::<u128>()),
+            "[a-zA-Z0-9é _-]{0,16}",
+            1u64..SEQ_LIMIT,
             (0u8..3, 1u8..=22, 0u8..3, 1u8..3),
-            proptest::option::of((any::<u64>(), proptest::collection::vec(any::<u8>(), 0..200))),
+            proptest::option::of((
+                0u64..SEQ_LIMIT,
+                proptest::collection::vec(any::<u8>(), 0..200),
+            )),
             proptest::collection::vec(1u64..1000, 0..6),
-            any::<bool>(),
+            (
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<(u64, u64)>(),
+            ),
+            proptest::collection::vec(
+                (1u32..100, proptest::collection::vec(any::<u8>(), 0..40)),
+                0..3,
+            ),
         )
             .prop_map(
                 |(
-                    (lb, ln, lx),
-                    extra,
-                    u1,
-                    u2,
+                    shape,
+                    (u1, u2),
                     label,
                     seq,
                     (ct, lvl, dc, mc),
                     clean,
                     bl,
-                    clean_flag,
+                    (needs_fsck, extra_features, compat, (t1, t2)),
+                    optional,
                 )| {
-                    let block = 1u32 << lb;
-                    let node = 1u32 << ln.max(lb);
-                    let bucket = node << lx;
-                    let bs = u64::from(bucket);
-                    let max = u64::from(SB_MAX_BYTES);
-                    let head_end = SB_PRIMARY_OFFSET + 2 * max;
-                    let first_bucket = head_end.div_ceil(bs);
-                    let nbuckets = first_bucket + MIN_BUCKETS + extra;
-                    let dev_size = nbuckets * bs + max + 4096;
-                    let layout = SbLayout::standard(dev_size);
+                    let mut sb = shaped(&shape);
                     let compression = match ct {
                         0 => Compression::None,
                         1 => Compression::Lz4,
@@ -1030,49 +1473,163 @@ pub(crate) mod tests {
                             r
                         })
                         .collect();
-                    Superblock {
-                        version: SB_VERSION,
-                        version_min: 1,
-                        flags: if clean_flag {
-                            SbFlags::CLEAN
-                        } else {
-                            SbFlags::empty()
-                        },
-                        seq,
-                        offset: layout.offsets[2],
-                        uuid: Uuid::from_u128(u1),
-                        user_uuid: Uuid::from_u128(u2),
-                        label,
-                        block_size: block,
-                        bucket_size: bucket,
-                        btree_node_size: node,
-                        dev_size,
-                        nbuckets,
-                        first_bucket,
-                        features: Superblock::features_for(&options),
-                        compat: CompatFeatures::empty(),
-                        time_created: seq ^ 0x55,
-                        write_time: seq,
-                        options,
-                        layout,
-                        journal: vec![BucketRange {
-                            start: first_bucket,
-                            nr: 1 + extra % 16,
-                        }],
-                        clean: clean.map(|(journal_seq, entries)| CleanSection {
-                            journal_seq,
-                            entries,
-                        }),
-                        blacklist,
-                    }
+                    let mut flags = SbFlags::empty();
+                    flags.set(SbFlags::CLEAN, clean.is_some());
+                    flags.set(SbFlags::NEEDS_FSCK, needs_fsck);
+                    let mut typ = FIELD_OPTIONAL_FROM;
+                    sb.optional = optional
+                        .into_iter()
+                        .map(|(step, payload)| {
+                            typ += step;
+                            OptionalField { typ, payload }
+                        })
+                        .collect();
+                    sb.flags = flags;
+                    sb.seq = seq;
+                    sb.uuid = Uuid::from_u128(u1);
+                    sb.user_uuid = Uuid::from_u128(u2);
+                    sb.label = label;
+                    sb.features = Superblock::features_for(&options)
+                        | Features::from_bits_truncate(extra_features);
+                    sb.compat = CompatFeatures::from_bits_retain(compat);
+                    sb.time_created = t1;
+                    sb.write_time = t2;
+                    sb.options = options;
+                    sb.clean = clean.map(|(journal_seq, entries)| CleanSection {
+                        journal_seq,
+                        entries,
+                    });
+                    sb.blacklist = blacklist;
+                    sb
                 },
             )
+    }
+
+    /// The byte offsets and widths of the header's fields (for field-level mutations).
+    const HEADER_FIELDS: &[(usize, usize)] = &[
+        (20, 2),
+        (22, 2),
+        (24, 4),
+        (28, 4),
+        (32, 8),
+        (40, 8),
+        (48, 16),
+        (64, 16),
+        (80, 32),
+        (112, 4),
+        (116, 4),
+        (120, 4),
+        (124, 4),
+        (128, 8),
+        (136, 8),
+        (144, 8),
+        (152, 8),
+        (160, 8),
+        (168, 8),
+        (176, 8),
+        (184, 1),
+        (185, 1),
+        (186, 1),
+        (187, 1),
+        (188, 4),
+        (192, 1),
+        (193, 3),
+        (196, 4),
+        (200, 8),
+        (208, 8),
+        (216, 8),
+        (224, 8),
+        (232, 24),
+    ];
+
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        /// Set byte `at % len` to `v`.
+        Byte(usize, u8),
+        /// Overwrite header field `i % n` with a little-endian value.
+        Field(usize, u64),
+        /// Overwrite a header field with a small value (0..=64) or a power of two.
+        FieldSmall(usize, u8),
+        /// Add `d` to the u32 at a random 4-aligned offset in the field records.
+        Record(usize, i8),
+    }
+
+    fn arb_mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(a, v)| Mutation::Byte(a, v)),
+            (any::<usize>(), any::<u64>()).prop_map(|(a, v)| Mutation::Field(a, v)),
+            (any::<usize>(), any::<u8>()).prop_map(|(a, v)| Mutation::FieldSmall(a, v)),
+            (any::<usize>(), any::<i8>()).prop_map(|(a, d)| Mutation::Record(a, d)),
+        ]
+    }
+
+    fn mutate(b: &mut [u8], m: &Mutation) {
+        let put = |b: &mut [u8], (at, w): (usize, usize), v: u64| {
+            let bytes = v.to_le_bytes();
+            for i in 0..w {
+                b[at + i] = bytes.get(i).copied().unwrap_or(0);
+            }
+        };
+        match *m {
+            Mutation::Byte(a, v) => {
+                let i = a % b.len();
+                b[i] = v;
+            }
+            Mutation::Field(i, v) => put(b, HEADER_FIELDS[i % HEADER_FIELDS.len()], v),
+            Mutation::FieldSmall(i, v) => {
+                let v = if v < 64 {
+                    u64::from(v)
+                } else {
+                    1u64 << (v % 64)
+                };
+                put(b, HEADER_FIELDS[i % HEADER_FIELDS.len()], v)
+            }
+            Mutation::Record(a, d) => {
+                let words = (b.len() - SB_HEADER_BYTES) / 4;
+                let at = SB_HEADER_BYTES + 4 * (a % words);
+                let v = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+                let v = v.wrapping_add_signed(i32::from(d));
+                b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+
+    /// The mutation test is only worth something if mutants get past the checksum and both
+    /// outcomes happen: some are rejected by validation, some decode (and round-trip).
+    #[test]
+    fn mutations_reach_both_outcomes() {
+        use proptest::test_runner::{Config, TestRunner};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (ok, invalid) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let mut runner = TestRunner::new(Config {
+            cases: 2000,
+            ..Config::default()
+        });
+        let strat = (arb_sb(), proptest::collection::vec(arb_mutation(), 1..3));
+        runner
+            .run(&strat, |(sb, edits)| {
+                let mut b = sb.encode().unwrap();
+                for m in &edits {
+                    mutate(&mut b, m);
+                }
+                fix_csum(&mut b);
+                match Superblock::decode(&b) {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(FormatError::BadChecksum { .. }) => 0,
+                    Err(_) => invalid.fetch_add(1, Ordering::Relaxed),
+                };
+                Ok(())
+            })
+            .unwrap();
+        let (ok, invalid) = (ok.into_inner(), invalid.into_inner());
+        assert!(ok > 100 && invalid > 100, "ok {ok}, invalid {invalid}");
     }
 
     proptest! {
         #[test]
         fn encode_decode_round_trips(sb in arb_sb()) {
             let b = sb.encode().unwrap();
+            prop_assert!(b.len() <= SB_MAX_BYTES as usize);
             prop_assert_eq!(Superblock::decode(&b).unwrap(), sb);
         }
 
@@ -1081,20 +1638,43 @@ pub(crate) mod tests {
             let _ = Superblock::decode(&b);
         }
 
+        /// Arbitrary bytes behind a real magic, a plausible length and a correct checksum, so
+        /// decoding gets past the first checks.
         #[test]
-        fn decoding_mutated_superblocks_never_panics(
+        fn decoding_arbitrary_checksummed_bodies_never_panics(
+            body in proptest::collection::vec(any::<u8>(), SB_HEADER_BYTES..2048),
+        ) {
+            let mut b = body;
+            let len = b.len() & !7;
+            b.truncate(len);
+            b[..16].copy_from_slice(&SB_MAGIC);
+            b[24..28].copy_from_slice(&(len as u32).to_le_bytes());
+            fix_csum(&mut b);
+            if let Ok(sb) = Superblock::decode(&b) {
+                prop_assert_eq!(sb.encode().unwrap(), b);
+            }
+        }
+
+        /// Valid superblocks with bytes and fields mutated and the checksum recomputed: decode
+        /// fails cleanly, or what it returns validates and encodes back to the same bytes.
+        #[test]
+        fn mutated_superblocks_fail_cleanly_or_round_trip(
             sb in arb_sb(),
-            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            edits in proptest::collection::vec(arb_mutation(), 1..6),
+            trailing in 0usize..64,
         ) {
             let mut b = sb.encode().unwrap();
-            for (at, v) in edits {
-                let i = at % b.len();
-                b[i] = v;
+            // As on disk, the copy may be followed by more bytes (zero padding).
+            b.resize(b.len() + trailing * 8, 0);
+            for m in &edits {
+                mutate(&mut b, m);
             }
-            // Recompute the checksum so decoding gets past it and exercises validation.
-            let csum = crc32c::crc32c(&b[20..]);
-            b[16..20].copy_from_slice(&csum.to_le_bytes());
-            let _ = Superblock::decode(&b);
+            fix_csum(&mut b);
+            if let Ok(d) = Superblock::decode(&b) {
+                prop_assert!(d.validate().is_ok());
+                let e = d.encode().unwrap();
+                prop_assert_eq!(&e[..], &b[..e.len()]);
+            }
         }
     }
 }

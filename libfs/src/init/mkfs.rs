@@ -16,11 +16,11 @@ use crate::btree::io::format_empty_root;
 use crate::dev::file::{FileDevice, OpenOptions};
 use crate::dev::{BlockDevice, DevError, mounts};
 use crate::format::btree_id::BtreeId;
-use crate::format::probe::{PROBE_BYTES, Signature, probe};
+use crate::format::probe::{Signature, TAIL_PROBE_BYTES};
 use crate::format::superblock::{
     BLOCK_SIZE_RANGE, BTREE_NODE_SIZE_RANGE, BUCKET_SIZE_RANGE, BucketRange, CleanSection,
-    CompatFeatures, FsOptions, LABEL_MAX, MIN_BUCKETS, SB_MAX_BYTES, SB_PRIMARY_OFFSET, SB_VERSION,
-    SbFlags, SbLayout, Superblock,
+    CompatFeatures, FsOptions, JOURNAL_BUCKETS_MAX, LABEL_MAX, MIN_BUCKETS, SB_MAX_BYTES,
+    SB_PRIMARY_OFFSET, SB_VERSION, SbFlags, SbLayout, Superblock,
 };
 use crate::recovery::open::{btree_config, encode_roots, node_allocator};
 use crate::sb::{self, SbError};
@@ -199,10 +199,10 @@ pub fn plan_geometry(
     let usable = nbuckets - first_bucket;
     let journal_buckets = match opts.journal_buckets {
         Some(j) => {
-            if j < MIN_JOURNAL_BUCKETS || j > usable / 2 {
+            let max = (usable / 2).min(JOURNAL_BUCKETS_MAX);
+            if j < MIN_JOURNAL_BUCKETS || j > max {
                 return Err(MkfsError::Invalid(format!(
-                    "journal of {j} buckets: must be {MIN_JOURNAL_BUCKETS}..={} on this device",
-                    usable / 2
+                    "journal of {j} buckets: must be {MIN_JOURNAL_BUCKETS}..={max} on this device"
                 )));
             }
             j
@@ -262,6 +262,7 @@ pub fn build_superblock(
             entries: Vec::new(),
         }),
         blacklist: Vec::new(),
+        optional: Vec::new(),
     };
     let mut check = sb.clone();
     check.seq = 1;
@@ -277,11 +278,16 @@ pub fn format_device(dev: &dyn BlockDevice, opts: &FormatOptions) -> Result<Supe
     let g = plan_geometry(dev.name(), size, dev.logical_block_size(), opts)?;
     let mut sb = build_superblock(size, &g, opts)?;
     // Zero the head (wiping other signatures, including a DOS/GPT label and a btrfs
-    // superblock) and the tail (a GPT backup header), then write every copy.
+    // superblock) and the last 128 KiB, which hold the end copy and the signatures kept at
+    // the end of a device (a GPT backup header, md RAID 0.90/1.0 superblocks); nothing is
+    // allocated there yet. Then the roots and every copy are written.
     let head = SB_PRIMARY_OFFSET + 2 * u64::from(SB_MAX_BYTES);
     let zeros = vec![0u8; usize::try_from(head).unwrap_or(0)];
     dev.write_at(&zeros, 0)?;
-    let tail = sb.layout.offsets.last().copied().unwrap_or(size);
+    let end_copy = sb.layout.offsets.last().copied().unwrap_or(size);
+    let tail = end_copy
+        .min(size.saturating_sub(TAIL_PROBE_BYTES as u64))
+        .max(head);
     let tail_len = usize::try_from(size - tail).unwrap_or(0);
     dev.write_at(&vec![0u8; tail_len], tail)?;
     // An empty root leaf for every btree, recorded in the clean section.
@@ -314,11 +320,34 @@ pub struct MkfsReport {
     pub overwritten: Vec<String>,
     /// Whether an image file was created.
     pub created: bool,
+    /// The `--size` asked for, when it was rounded down to a multiple of the block size.
+    pub size_rounded_from: Option<u64>,
+}
+
+/// What the device at `path` holds, for refusing to overwrite it: the signatures at its head
+/// and tail, and a sixfs filesystem if any copy of its superblock is valid (even when the
+/// standard places hold none).
+fn signatures(dev: &FileDevice) -> Result<Vec<String>, MkfsError> {
+    let mut found = sb::probe_device(dev)?;
+    if !found.contains(&Signature::Sixfs)
+        && matches!(
+            sb::read_superblock(dev),
+            Ok(_) | Err(SbError::Truncated { .. })
+        )
+    {
+        found.insert(0, Signature::Sixfs);
+    }
+    Ok(found.into_iter().map(|s| s.to_string()).collect())
 }
 
 /// Formats the device or image file at `path`: creates or grows an image file when `size` is
-/// given, refuses mounted devices and devices holding another filesystem (unless forced), then
-/// formats. Nothing is written when it refuses.
+/// given (rounded down to a multiple of the block size), refuses mounted devices and devices
+/// holding another filesystem (unless forced), then formats.
+///
+/// Nothing is written when it refuses: every check runs before the file is created, grown or
+/// written, and the file is grown only once it is open exclusively (so a busy device is left
+/// as it was). If formatting fails, a file this call created is removed and a file it grew is
+/// cut back to its old length.
 pub fn mkfs_path(
     path: &Path,
     size: Option<u64>,
@@ -337,6 +366,11 @@ pub fn mkfs_path(
         }
     };
     let name = path.display().to_string();
+    // --size: a whole number of blocks (an invalid block size is reported by plan_geometry).
+    let block = u64::from(opts.block_size.unwrap_or(DEFAULT_BLOCK_SIZE).max(1));
+    let requested = size;
+    let size = size.map(|s| s / block * block);
+    let size_rounded_from = requested.filter(|&r| Some(r) != size);
     let mut overwritten = Vec::new();
     if exists {
         let ro = FileDevice::open(path, &OpenOptions::default())?;
@@ -368,15 +402,7 @@ pub fn mkfs_path(
             ro.logical_block_size(),
             opts,
         )?;
-        let mut head = vec![0u8; PROBE_BYTES.min(usize::try_from(ro.len()).unwrap_or(usize::MAX))];
-        ro.read_at(&mut head, 0)?;
-        let found: Vec<String> = probe(&head)
-            .into_iter()
-            .map(|s| match s {
-                Signature::Sixfs => "a sixfs filesystem".to_string(),
-                other => other.to_string(),
-            })
-            .collect();
+        let found = signatures(&ro)?;
         if !found.is_empty() {
             if opts.force == 0 {
                 return Err(MkfsError::InUse { dev: name, found });
@@ -388,22 +414,52 @@ pub fn mkfs_path(
     } else if let Some(s) = size {
         plan_geometry(&name, s, 512, opts)?;
     }
+    // Every check passed: create, lock, grow, format.
     let created = !exists;
-    if let Some(s) = size {
-        FileDevice::create_image(path, s)?;
+    if created {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| DevError::Open {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
     }
-    let dev = FileDevice::open(
-        path,
-        &OpenOptions {
-            write: true,
-            direct: false,
-            exclusive: true,
-        },
-    )?;
-    let sb = format_device(&dev, opts)?;
-    Ok(MkfsReport {
-        sb,
-        overwritten,
-        created,
-    })
+    let mut old_len = None;
+    let result = (|| {
+        let mut dev = FileDevice::open(
+            path,
+            &OpenOptions {
+                write: true,
+                direct: false,
+                exclusive: true,
+            },
+        )?;
+        if let Some(s) = size
+            && s > dev.len()
+        {
+            old_len = Some(dev.len());
+            dev.grow(s)?;
+        }
+        format_device(&dev, opts)
+    })();
+    match result {
+        Ok(sb) => Ok(MkfsReport {
+            sb,
+            overwritten,
+            created,
+            size_rounded_from,
+        }),
+        Err(e) => {
+            if created {
+                let _ = std::fs::remove_file(path);
+            } else if let Some(len) = old_len
+                && let Ok(f) = std::fs::OpenOptions::new().write(true).open(path)
+            {
+                let _ = f.set_len(len);
+            }
+            Err(e)
+        }
+    }
 }

@@ -141,7 +141,7 @@ fn node_view(bt: &Btree, n: &Node) -> Result<NodeView, crate::dev::DevError> {
     let cfg = bt.config();
     let size = cfg.node_size as usize;
     let mut buf = vec![0u8; size];
-    bt.dev.read_at(&mut buf, n.addr * 512)?;
+    bt.dev.read_at(&mut buf, n.addr.saturating_mul(512))?;
     let mut entries = Vec::new();
     let mut off = 0usize;
     let mut seq = None;
@@ -310,7 +310,8 @@ pub fn journal(dev: &dyn BlockDevice, with_keys: bool) -> Result<JournalView, Op
                     }
                     JEntryType::BtreeRoot => {
                         if let Some(p) = e.root() {
-                            v.roots.push((e.btree, e.level, p.sector * 512));
+                            v.roots
+                                .push((e.btree, e.level, p.sector.saturating_mul(512)));
                         }
                     }
                     JEntryType::Padding => v.padding += 1,

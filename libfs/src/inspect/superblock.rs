@@ -6,8 +6,42 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::format::superblock::Superblock;
+use crate::format::btree_id::BtreeId;
+use crate::format::btree_ptr::BtreePtr;
+use crate::format::jset::{JEntryType, entries_iter};
+use crate::format::superblock::{SbFlags, Superblock};
 use crate::sb::{CopyReport, SbRead};
+
+/// Flag or feature names, lowercase, joined by `, ` (`none` when empty); bits without a name
+/// are shown in hex.
+pub fn flag_names<F: bitflags::Flags>(f: &F) -> String
+where
+    F::Bits: std::fmt::LowerHex,
+{
+    let mut names: Vec<String> = f.iter_names().map(|(n, _)| n.to_lowercase()).collect();
+    let known = F::all().bits();
+    let unknown = f.bits() & !known;
+    if unknown != <F::Bits as bitflags::Bits>::EMPTY {
+        names.push(format!("unknown bits {unknown:#x}"));
+    }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The btree roots a clean section records: `(btree, level, pointer)`; `None` if the section's
+/// entries do not decode.
+pub fn clean_roots(sb: &Superblock) -> Option<Vec<(BtreeId, u8, BtreePtr)>> {
+    let c = sb.clean.as_ref()?;
+    let it = entries_iter(&c.entries)?;
+    Some(
+        it.filter(|e| e.typ == JEntryType::BtreeRoot)
+            .filter_map(|e| e.root().map(|p| (e.btree, e.level, p)))
+            .collect(),
+    )
+}
 
 /// Formats unix nanoseconds as an RFC 3339 UTC time.
 pub fn format_time(ns: u64) -> String {
@@ -43,8 +77,8 @@ pub fn fields(sb: &Superblock) -> Vec<(&'static str, String)> {
                 "buckets {}..{} (bytes {}..{})",
                 r.start,
                 r.end(),
-                r.start * bs,
-                r.end() * bs
+                r.start.saturating_mul(bs),
+                r.end().saturating_mul(bs)
             )
         })
         .collect();
@@ -69,14 +103,22 @@ pub fn fields(sb: &Superblock) -> Vec<(&'static str, String)> {
             format!("{} (readable by {} and later)", sb.version, sb.version_min),
         ),
         ("Sequence", sb.seq.to_string()),
-        ("Flags", format!("{:?}", sb.flags)),
+        ("Flags", flag_names(&sb.flags)),
         (
             "Clean",
-            if sb.clean.is_some() {
-                "yes".into()
-            } else {
-                "no (journal replay needed)".into()
-            },
+            format!(
+                "{} ({})",
+                if sb.flags.contains(SbFlags::CLEAN) {
+                    "yes"
+                } else {
+                    "no, journal replay needed"
+                },
+                if sb.clean.is_some() {
+                    "clean section present"
+                } else {
+                    "no clean section"
+                }
+            ),
         ),
         ("Created", format_time(sb.time_created)),
         ("Last written", format_time(sb.write_time)),
@@ -104,8 +146,8 @@ pub fn fields(sb: &Superblock) -> Vec<(&'static str, String)> {
             "Metadata checksum",
             sb.options.metadata_csum.name().to_string(),
         ),
-        ("Features", format!("{:?}", sb.features)),
-        ("Compat features", format!("{:?}", sb.compat)),
+        ("Features", flag_names(&sb.features)),
+        ("Compat features", flag_names(&sb.compat)),
         (
             "Superblock layout",
             format!(
@@ -123,6 +165,25 @@ pub fn fields(sb: &Superblock) -> Vec<(&'static str, String)> {
     ];
     if let Some(c) = &sb.clean {
         v.push(("Clean journal seq", c.journal_seq.to_string()));
+        match clean_roots(sb) {
+            Some(roots) if !roots.is_empty() => {
+                for (b, level, p) in roots {
+                    v.push((
+                        "Clean btree root",
+                        format!(
+                            "{:<8} level {level}, sector {} (byte {}), seq {:#018x}, written {} sectors",
+                            b.name(),
+                            p.sector,
+                            p.sector.saturating_mul(512),
+                            p.node_seq,
+                            p.sectors_written
+                        ),
+                    ));
+                }
+            }
+            Some(_) => v.push(("Clean btree roots", "none".into())),
+            None => v.push(("Clean btree roots", "<undecodable entries>".into())),
+        }
     }
     v.push((
         "Journal seq blacklist",
@@ -173,6 +234,23 @@ fn sb_json(sb: &Superblock) -> Value {
             json!(format_time(sb.time_created)),
         );
         m.insert("write_time_utc".into(), json!(format_time(sb.write_time)));
+        m.insert("flag_names".into(), json!(flag_names(&sb.flags)));
+        m.insert("feature_names".into(), json!(flag_names(&sb.features)));
+        if let Some(roots) = clean_roots(sb) {
+            let roots: Vec<Value> = roots
+                .iter()
+                .map(|(b, level, p)| {
+                    json!({
+                        "btree": b.name(),
+                        "level": level,
+                        "sector": p.sector,
+                        "seq": p.node_seq,
+                        "sectors_written": p.sectors_written,
+                    })
+                })
+                .collect();
+            m.insert("clean_roots".into(), json!(roots));
+        }
     }
     v
 }
@@ -191,4 +269,84 @@ pub fn show_super_json(dev: &str, read: &SbRead, all_copies: bool) -> Value {
         })
         .collect();
     json!({ "device": dev, "superblock": sb_json(&read.sb), "copies": copies })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::bkey::Pos;
+    use crate::format::jset::push_root_entry;
+    use crate::format::superblock::tests::sample;
+    use crate::format::superblock::{CleanSection, CompatFeatures, Features};
+
+    fn field<'a>(f: &'a [(&'static str, String)], name: &str) -> Vec<&'a str> {
+        f.iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn flags_features_and_clean_roots_are_shown_by_name() {
+        let mut sb = sample(64 << 20, 512 << 10, 256 << 10);
+        let f = fields(&sb);
+        assert_eq!(field(&f, "Flags"), ["none"]);
+        assert_eq!(field(&f, "Features"), ["none"]);
+        assert_eq!(
+            field(&f, "Clean"),
+            ["no, journal replay needed (no clean section)"]
+        );
+        assert!(field(&f, "Clean btree root").is_empty());
+
+        sb.flags = SbFlags::CLEAN | SbFlags::NEEDS_FSCK;
+        sb.features = Features::LZ4 | Features::BLAKE3;
+        sb.compat = CompatFeatures::from_bits_retain(0x30);
+        let mut entries = Vec::new();
+        for (b, level, sector) in [(BtreeId::Extents, 0u8, 2048u64), (BtreeId::Inodes, 2, 4096)] {
+            let p = BtreePtr {
+                sector,
+                node_seq: 0xabc,
+                sectors_written: 8,
+                generation: 0,
+                min_pos: Pos::default(),
+            };
+            push_root_entry(&mut entries, b, level, &p);
+        }
+        sb.clean = Some(CleanSection {
+            journal_seq: 9,
+            entries,
+        });
+        let f = fields(&sb);
+        assert_eq!(field(&f, "Flags"), ["clean, needs_fsck"]);
+        assert_eq!(field(&f, "Features"), ["lz4, blake3"]);
+        assert_eq!(field(&f, "Compat features"), ["unknown bits 0x30"]);
+        assert_eq!(field(&f, "Clean"), ["yes (clean section present)"]);
+        let roots = field(&f, "Clean btree root");
+        assert_eq!(roots.len(), 2, "{roots:?}");
+        assert!(
+            roots[0].starts_with(
+                "extents  level 0, sector 2048 (byte 1048576), seq 0x0000000000000abc, written 8"
+            ),
+            "{}",
+            roots[0]
+        );
+        assert!(
+            roots[1].starts_with("inodes   level 2, sector 4096"),
+            "{}",
+            roots[1]
+        );
+        let text = {
+            let mut out = String::new();
+            render(&mut out, &sb);
+            out
+        };
+        assert!(
+            !text.contains("SbFlags(") && !text.contains("Features("),
+            "{text}"
+        );
+        let j = sb_json(&sb);
+        assert_eq!(j["clean_roots"][1]["btree"], "inodes");
+        assert_eq!(j["clean_roots"][1]["level"], 2);
+        assert_eq!(j["flag_names"], "clean, needs_fsck");
+    }
 }

@@ -1,8 +1,9 @@
 //! `fsck`: runs the check passes over a device and repairs what the policy allows.
 //!
 //! Passes so far:
-//! 1. superblocks: every copy read and validated; invalid or stale copies rewritten from the
-//!    newest valid copy; a device smaller than the filesystem reported;
+//! 1. superblocks: every copy read and validated; invalid, foreign or stale copies rewritten
+//!    from the newest valid copy; a device smaller than the filesystem reported (and nothing
+//!    written or checked further);
 //! 2. btrees: the store is opened on a copy-on-write overlay (the journal is replayed in
 //!    memory, nothing is written) and the structural check runs over every btree; problems
 //!    are reported (not repaired yet).
@@ -203,8 +204,38 @@ pub fn fsck_device(
     opts: &FsckOptions,
     prompt: &mut dyn Prompt,
 ) -> Result<FsckReport, FsckError> {
-    let read = sb::read_superblock(&**dev)?;
     let name = dev.name().to_string();
+    let read = match sb::read_superblock(&**dev) {
+        Ok(r) => r,
+        Err(SbError::Truncated {
+            dev: d,
+            len,
+            dev_size,
+            copies,
+        }) => {
+            // A device shorter than its filesystem: reported, left uncorrected, nothing written.
+            let message = SbError::Truncated {
+                dev: d,
+                len,
+                dev_size,
+                copies: Vec::new(),
+            }
+            .to_string();
+            let id = ProblemId::SbDeviceShrunk;
+            return Ok(FsckReport {
+                device: name,
+                superblock_copies: copies,
+                problems: vec![Found {
+                    id,
+                    number: id.info().number,
+                    message,
+                    fixed: false,
+                }],
+                read_only: opts.policy == FixPolicy::No,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut problems = Vec::new();
     let mut wrote = false;
     for c in read.bad_copies() {
@@ -214,7 +245,7 @@ pub fn fsck_device(
             CopyStatus::Valid { .. } => continue,
         };
         let message = format!("{name}: {} superblock at byte {}: {what}", c.role, c.offset);
-        let fits = c.offset + u64::from(read.sb.layout.max_bytes) <= dev.len();
+        let fits = c.offset.saturating_add(u64::from(read.sb.layout.max_bytes)) <= dev.len();
         let fixed =
             fits && decide(
                 opts.policy,
@@ -233,25 +264,10 @@ pub fn fsck_device(
             fixed,
         });
     }
-    if dev.len() < read.sb.dev_size {
-        let id = ProblemId::SbDeviceShrunk;
-        problems.push(Found {
-            id,
-            number: id.info().number,
-            message: format!(
-                "{name}: device is {} bytes but the filesystem was made for {} bytes",
-                dev.len(),
-                read.sb.dev_size
-            ),
-            fixed: false,
-        });
-    }
     if wrote {
         dev.flush()?;
     }
-    if dev.len() >= read.sb.dev_size {
-        btree_pass(dev, &name, &mut problems);
-    }
+    btree_pass(dev, &name, &mut problems);
     Ok(FsckReport {
         device: name,
         superblock_copies: read.copies,

@@ -166,13 +166,13 @@ pub fn btree_config(sb: &Superblock, cache_nodes: usize) -> BtreeConfig {
 
 /// The node allocator for a superblock: every bucket that is not superblock or journal.
 pub fn node_allocator(sb: &Superblock) -> SimpleNodeAlloc {
-    let journal = sb.journal.clone();
-    SimpleNodeAlloc::new(
+    let journal: Vec<(u64, u64)> = sb.journal.iter().map(|r| (r.start, r.end())).collect();
+    SimpleNodeAlloc::with_skip_ranges(
         u64::from(sb.bucket_size),
         u64::from(sb.btree_node_size),
         sb.first_bucket,
         sb.nbuckets,
-        &move |b| journal.iter().any(|r| r.start <= b && b < r.end()),
+        &journal,
     )
 }
 
