@@ -910,7 +910,8 @@ mod tests {
     }
 }
 
-/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+/// Loom models, run as `scripts/test-all.sh` does (release build, debug assertions on):
+/// `RUSTFLAGS="--cfg loom -C debug-assertions=on" cargo test -p sixfs --release --lib -- sync:: util::`.
 #[cfg(all(test, loom))]
 #[allow(
     unsafe_code,
@@ -1130,7 +1131,7 @@ mod loom_tests {
 }
 
 /// Shuttle (randomised schedules, more threads than loom can exhaust):
-/// `RUSTFLAGS="--cfg shuttle" cargo test -p sixfs --release --lib -- shuttle_tests`.
+/// `RUSTFLAGS="--cfg shuttle -C debug-assertions=on" cargo test -p sixfs --release --lib -- shuttle_tests`.
 #[cfg(all(test, shuttle))]
 mod shuttle_tests {
     use super::*;
