@@ -10,7 +10,7 @@
 )]
 
 use proptest::prelude::*;
-use sixfs::util::fault::{self, Action, FaultMode, Selector, Trigger};
+use sixfs::util::fault::{self, Action, Command, FaultMode, Selector, Trigger};
 use std::time::{Duration, Instant};
 
 fn site_a() -> Option<fault::FaultError> {
@@ -39,6 +39,37 @@ fn trigger() -> impl Strategy<Value = Trigger> {
         (0u64..20).prop_map(Trigger::After),
         (0u64..20).prop_map(Trigger::Times),
     ]
+}
+
+/// Every mode the control text can express: any trigger (`every=` and `random=` at least 1),
+/// any positive errno (named or not), any delay down to the nanosecond, yield.
+fn any_mode() -> impl Strategy<Value = FaultMode> {
+    let trigger = prop_oneof![
+        Just(Trigger::Always),
+        Just(Trigger::Oneshot),
+        (1u64..).prop_map(Trigger::EveryNth),
+        any::<u64>().prop_map(Trigger::After),
+        any::<u64>().prop_map(Trigger::Times),
+        (1u64.., any::<u64>()).prop_map(|(one_in, seed)| Trigger::Random { one_in, seed }),
+    ];
+    let delay = prop_oneof![
+        (0u64..5_000_000).prop_map(Duration::from_nanos),
+        (0u64..5_000_000).prop_map(|n| Duration::from_nanos(n * 1_000)),
+        (0u64..5_000_000).prop_map(|n| Duration::from_nanos(n * 1_000_000)),
+        any::<u64>().prop_map(Duration::from_secs),
+        (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+    ];
+    let action = prop_oneof![
+        (1i32..200).prop_map(Action::Error),
+        (1i32..).prop_map(Action::Error),
+        delay.prop_map(Action::Delay),
+        Just(Action::Yield),
+    ];
+    (trigger, action).prop_map(|(trigger, action)| FaultMode { trigger, action })
+}
+
+fn site_rt() -> Option<fault::FaultError> {
+    sixfs::fault!("ftest_rt:site")
 }
 
 proptest! {
@@ -72,6 +103,27 @@ proptest! {
         } else {
             prop_assert_eq!(info.hits, n);
         }
+    }
+
+    /// The control text of a mode parses back to the same mode, and a listed line (what
+    /// `control_text` prints, up to the `#`) restores it.
+    #[test]
+    fn every_mode_round_trips_through_the_control_text(m in any_mode()) {
+        let text = format!("ftest_rt:site {m}");
+        let cmds = fault::parse(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+        prop_assert_eq!(
+            cmds,
+            vec![Command { selector: Selector::Name("ftest_rt:site".into()), mode: Some(m) }],
+            "{}", text
+        );
+        site_rt(); // registered (no rule for it yet: unarmed)
+        fault::set(Selector::Name("ftest_rt:site".into()), Some(m));
+        let listing = fault::control_text();
+        let line = listing.lines().find(|l| l.starts_with("ftest_rt:site ")).unwrap();
+        fault::set(Selector::Name("ftest_rt:site".into()), None);
+        fault::configure(line).map_err(|e| TestCaseError::fail(format!("{line}: {e}")))?;
+        prop_assert_eq!(fault::site("ftest_rt:site").unwrap().mode, Some(m), "{}", line);
+        fault::set(Selector::Name("ftest_rt:site".into()), None);
     }
 }
 
