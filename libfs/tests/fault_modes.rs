@@ -201,6 +201,17 @@ mod sel {
     pub(crate) fn line() -> (u32, Option<FaultError>) {
         (line!(), sixfs::fault!("ftest_sel_line:x"))
     }
+    pub(crate) mod inner {
+        pub(crate) fn deep() -> Option<sixfs::util::fault::FaultError> {
+            sixfs::fault!("ftest_sel_inner:deep")
+        }
+    }
+}
+/// A module whose path starts with `fault_modes::sel` as a string, but is not inside it.
+mod selectors {
+    pub(crate) fn near() -> Option<sixfs::util::fault::FaultError> {
+        sixfs::fault!("ftest_sel_near:x")
+    }
 }
 use sel::{line as sel_line, one as sel_one, two as sel_two};
 
@@ -228,11 +239,22 @@ fn selectors_by_class_name_file_line_and_module() {
     fault::configure(&format!("fault_modes.rs:{line} off")).unwrap();
     assert!(sel_line().1.is_none());
 
+    assert!(selectors::near().is_none()); // registered before the rule, too
     fault::configure("module=fault_modes::sel every=2").unwrap();
     assert!(sel_one().is_none());
     assert!(sel_one().is_some());
+    assert!(
+        sel::inner::deep().is_none() && sel::inner::deep().is_some(),
+        "submodule"
+    );
+    assert!(
+        (0..4).all(|_| selectors::near().is_none()),
+        "module=fault_modes::sel matched fault_modes::selectors"
+    );
+    assert_eq!(fault::site("ftest_sel_near:x").unwrap().mode, None);
     fault::set(Selector::Module("fault_modes::sel".into()), None);
     assert!(sel_one().is_none() && sel_two().is_none() && sel_line().1.is_none());
+    assert!(sel::inner::deep().is_none());
 }
 
 fn listed() -> Option<fault::FaultError> {

@@ -340,7 +340,8 @@ pub enum Selector {
         /// Last line.
         last: u32,
     },
-    /// Sites whose module path starts with this (e.g. `sixfs::dev`).
+    /// Sites in this module or a module inside it, by whole `::` path components:
+    /// `sixfs::dev` matches `sixfs::dev` and `sixfs::dev::file`, not `sixfs::devices`.
     Module(String),
 }
 
@@ -353,8 +354,16 @@ impl Selector {
             Selector::FileLine { file, first, last } => {
                 path_ends_with(s.file, file) && (*first..=*last).contains(&s.line)
             }
-            Selector::Module(m) => s.module.starts_with(m.as_str()),
+            Selector::Module(m) => module_within(s.module, m),
         }
+    }
+}
+
+/// Whether module path `path` is `module` or inside it (whole `::` components).
+fn module_within(path: &str, module: &str) -> bool {
+    match path.strip_prefix(module) {
+        Some(rest) => rest.is_empty() || rest.starts_with("::") || module.ends_with("::"),
+        None => false,
     }
 }
 
@@ -646,6 +655,9 @@ fn parse_selector(s: &str) -> Result<Selector, String> {
         return Ok(Selector::All);
     }
     if let Some(m) = s.strip_prefix("module=") {
+        if m.is_empty() {
+            return Err("`module=` wants a module path (e.g. module=sixfs::dev)".into());
+        }
         return Ok(Selector::Module(m.to_string()));
     }
     if let Some(c) = s.strip_prefix("class=") {
@@ -879,6 +891,19 @@ mod tests {
             Ok(Duration::from_millis(7)),
             "bare = ms"
         );
+    }
+
+    #[test]
+    fn module_selector_matches_whole_components() {
+        assert!(module_within("sixfs::dev", "sixfs::dev"));
+        assert!(module_within("sixfs::dev::file", "sixfs::dev"));
+        assert!(module_within("sixfs::dev::file", "sixfs::dev::"));
+        assert!(module_within("sixfs::dev::file", "sixfs"));
+        assert!(!module_within("sixfs::devices", "sixfs::dev"));
+        assert!(!module_within("sixfs::devices::x", "sixfs::dev"));
+        assert!(!module_within("sixfs::dev", "sixfs::dev::file"));
+        assert!(!module_within("other::sixfs::dev", "sixfs::dev"));
+        assert!(parse("module= on").is_err());
     }
 
     #[test]
