@@ -1,5 +1,6 @@
-//! Fault injection: every mode fires exactly as specified for N hits (proptest), selectors,
-//! rules for sites that register later, listing and the control text.
+//! Fault injection: every mode fires exactly as specified for N hits, and a seeded random mode
+//! reproducibly (proptest); every mode survives the control text (proptest); `race_fault!`
+//! armed; selectors, rules for sites that register later, listing and the control text.
 //!
 //! The registry is process-global; each test here uses its own site names, so the tests can
 //! share one process.
@@ -26,7 +27,7 @@ fn expected(trigger: Trigger, n: u64) -> Vec<bool> {
             Trigger::EveryNth(k) => h % k == 0,
             Trigger::After(k) => h > k,
             Trigger::Times(k) => h <= k,
-            Trigger::Random { .. } => unreachable!(),
+            Trigger::Random { .. } => unreachable!("not a fixed pattern"),
         })
         .collect()
 }
@@ -38,6 +39,7 @@ fn trigger() -> impl Strategy<Value = Trigger> {
         (1u64..20).prop_map(Trigger::EveryNth),
         (0u64..20).prop_map(Trigger::After),
         (0u64..20).prop_map(Trigger::Times),
+        (1u64..6, any::<u64>()).prop_map(|(one_in, seed)| Trigger::Random { one_in, seed }),
     ]
 }
 
@@ -78,21 +80,28 @@ proptest! {
     #[test]
     fn modes_fire_exactly(t in trigger(), n in 0u64..80, errno in 1i32..200) {
         site_a(); // make sure it is registered
-        fault::set(
-            Selector::Name("ftest_prop:a".into()),
-            Some(FaultMode { trigger: t, action: Action::Error(errno) }),
-        );
-        let got: Vec<bool> = (0..n)
-            .map(|_| match site_a() {
-                Some(e) => {
-                    assert_eq!(e.errno, errno);
-                    assert_eq!(e.site, "ftest_prop:a");
-                    true
-                }
-                None => false,
-            })
-            .collect();
-        prop_assert_eq!(&got, &expected(t, n));
+        let mode = FaultMode { trigger: t, action: Action::Error(errno) };
+        let run = || -> Vec<bool> {
+            fault::set(Selector::Name("ftest_prop:a".into()), Some(mode));
+            (0..n)
+                .map(|_| match site_a() {
+                    Some(e) => {
+                        assert_eq!(e.errno, errno);
+                        assert_eq!(e.site, "ftest_prop:a");
+                        true
+                    }
+                    None => false,
+                })
+                .collect()
+        };
+        let got = run();
+        if let Trigger::Random { .. } = t {
+            // Reconfiguring with the same seed restarts the same pattern.
+            let again = run();
+            prop_assert_eq!(&again, &got, "random with a seed is not reproducible");
+        } else {
+            prop_assert_eq!(&got, &expected(t, n));
+        }
         let info = fault::site("ftest_prop:a").unwrap();
         let fires = got.iter().filter(|&&f| f).count() as u64;
         prop_assert_eq!(info.fires, fires);
@@ -125,6 +134,43 @@ proptest! {
         prop_assert_eq!(fault::site("ftest_rt:site").unwrap().mode, Some(m), "{}", line);
         fault::set(Selector::Name("ftest_rt:site".into()), None);
     }
+}
+
+fn race() -> bool {
+    sixfs::race_fault!("ftest_race:r")
+}
+
+#[test]
+fn race_fault_armed_fires_as_specified() {
+    assert!(!race(), "unarmed");
+    fault::configure("ftest_race:r oneshot").unwrap();
+    assert!(race(), "oneshot: the first hit takes the rare path");
+    assert!(!race() && !race(), "oneshot: only the first");
+    let info = fault::site("ftest_race:r").unwrap();
+    assert_eq!((info.fires, info.mode), (1, None), "spent and disarmed");
+
+    fault::configure("ftest_race:r every=3").unwrap();
+    let got: Vec<bool> = (0..7).map(|_| race()).collect();
+    assert_eq!(got, [false, false, true, false, false, true, false]);
+    fault::configure("ftest_race:r times=2 error=ENOSPC").unwrap();
+    let got: Vec<bool> = (0..4).map(|_| race()).collect();
+    assert_eq!(
+        got,
+        [true, true, false, false],
+        "any error action is `true`"
+    );
+
+    // A delay or yield action delays and returns `false` (it fires, but the rare path is not
+    // taken).
+    fault::configure("ftest_race:r on delay=5ms").unwrap();
+    let t = Instant::now();
+    assert!(!race());
+    assert!(t.elapsed() >= Duration::from_millis(5), "no delay");
+    fault::configure("ftest_race:r on yield").unwrap();
+    assert!(!race());
+    assert_eq!(fault::site("ftest_race:r").unwrap().fires, 1);
+    fault::configure("ftest_race:r off").unwrap();
+    assert!(!race());
 }
 
 fn site_r() -> Option<fault::FaultError> {
