@@ -291,32 +291,36 @@ fn two_state_never_both_and_cross_thread_release() {
     });
 }
 
+fn random_state(rng: &mut SmallRng) -> TwoState {
+    if rng.gen_bool(0.5) {
+        TwoState::Add
+    } else {
+        TwoState::Block
+    }
+}
+
+/// `lock_two` never waits for one lock while holding the other, so it cannot be part of a
+/// deadlock: not with itself (threads pass the two locks in opposite argument orders, in mixed
+/// states), and not with a thread that does wait for the lower-addressed lock while holding
+/// the higher one (as a page fault taken under another inode's lock would). A helper that took
+/// the locks in argument order deadlocks here (against itself), and so does one that took them
+/// in address order but waited for the second while holding the first (against the waiting
+/// thread): both were seen to hit the watchdog on every run.
 #[test]
 fn two_state_lock_two_abba_does_not_deadlock() {
     with_watchdog(60, || {
         let a = Arc::new(TwoStateLock::new());
         let b = Arc::new(TwoStateLock::new());
         let end = deadline(500);
-        let ts: Vec<_> = (0..THREADS)
+        let mut ts: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (a, b) = (a.clone(), b.clone());
                 std::thread::spawn(move || {
                     let mut rng = SmallRng::seed_from_u64(200 + t as u64);
                     let mut n = 0u64;
-                    while Instant::now() < end {
-                        // Opposite argument orders and mixed states: a fixed-order-only
-                        // helper, or one that waits while holding, deadlocks here.
+                    while n == 0 || Instant::now() < end {
                         let (x, y) = if t % 2 == 0 { (&*a, &*b) } else { (&*b, &*a) };
-                        let sx = if rng.gen_bool(0.5) {
-                            TwoState::Add
-                        } else {
-                            TwoState::Block
-                        };
-                        let sy = if rng.gen_bool(0.5) {
-                            TwoState::Add
-                        } else {
-                            TwoState::Block
-                        };
+                        let (sx, sy) = (random_state(&mut rng), random_state(&mut rng));
                         lock_two(x, sx, y, sy).unwrap();
                         assert_eq!(x.holders().map(|h| h.0), Some(sx));
                         assert_eq!(y.holders().map(|h| h.0), Some(sy));
@@ -328,8 +332,30 @@ fn two_state_lock_two_abba_does_not_deadlock() {
                 })
             })
             .collect();
-        let n: u64 = ts.into_iter().map(|t| t.join().unwrap()).sum();
-        assert!(n > 0);
+        // The thread that waits while holding: higher-addressed lock first, then the lower.
+        ts.push({
+            let (a, b) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(299);
+                let (hi, lo) = if std::ptr::from_ref(&*a) > std::ptr::from_ref(&*b) {
+                    (&*a, &*b)
+                } else {
+                    (&*b, &*a)
+                };
+                let mut n = 0u64;
+                while n == 0 || Instant::now() < end {
+                    let (sh, sl) = (random_state(&mut rng), random_state(&mut rng));
+                    hi.lock(sh).unwrap();
+                    lo.lock(sl).unwrap();
+                    lo.unlock(sl);
+                    hi.unlock(sh);
+                    n += 1;
+                }
+                n
+            })
+        });
+        let n: Vec<u64> = ts.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(n.iter().all(|&n| n > 0), "{n:?}");
         assert_eq!(a.holders(), None);
         assert_eq!(b.holders(), None);
     });
