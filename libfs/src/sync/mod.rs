@@ -11,17 +11,27 @@
 //!
 //! # The facade
 //!
-//! Code in this crate that synchronises threads takes its atomics, mutexes, condition variables
-//! and threads from here, never from `std` directly, so that the model checkers can replace them:
+//! This module re-exports atomics, `Mutex`, `Condvar`, threads and `thread_local!` so that the
+//! model checkers can replace them:
 //!
 //! * normally these are the `std` types;
 //! * under `--cfg loom` they are `loom`'s (exhaustive model checking; see `docs/locking.md`
 //!   for the command);
 //! * under `--cfg shuttle` they are `shuttle`'s (randomised scheduling for bigger scenarios).
 //!
-//! Under either cfg the whole crate is compiled with the replaced types, so every module must
-//! still compile then. Constructors of the replaced types are not `const`, which is why some
-//! `new` functions here are `const fn` only in normal builds.
+//! **Which code goes through it** (and so is what the models check): the primitives in this
+//! module ([`six`], [`two_state`], [`barrier`], [`counters`]) and
+//! [`util::genradix`](crate::util::genradix). Nothing else does: `util::fault` uses `std`'s
+//! `Mutex` and atomics, and `dev/`, `journal/`, `btree/` and `recovery/` use `parking_lot`
+//! and `std::sync` directly. Their own synchronisation is *not* model-checked; it is covered
+//! by stress tests (`libfs/tests/btree_concurrency.rs` and others). They do use the primitives
+//! (the btree's node locks are [`six::SixLock`]s): the primitives are model-checked, the code
+//! that uses them is not.
+//!
+//! Under either cfg the whole crate is still compiled, with the facade users on the replaced
+//! types and everything else unchanged, so every module must compile then (and code that
+//! reaches a primitive can only run inside a model). Constructors of the replaced types are not
+//! `const`, which is why some `new` functions here are `const fn` only in normal builds.
 //!
 //! [`thread_slot`] maps the calling thread to a small integer; the sharded structures use it to
 //! pick their shard.
