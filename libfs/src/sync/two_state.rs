@@ -330,7 +330,7 @@ impl TwoStateLock {
 /// that took it, so it is not `Send`: to release it on another thread, turn it into a
 /// [`TwoStateHandoff`] with [`into_handoff`](Self::into_handoff) and send that.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn is_send<T: Send>(_: T) {}
 /// let l = sixfs::sync::two_state::TwoStateLock::new();
 /// is_send(l.guard(sixfs::sync::two_state::TwoState::Add).unwrap());
