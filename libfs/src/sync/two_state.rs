@@ -23,9 +23,9 @@
 //!    it is in the record of exactly one thread, which may recurse and must release it with
 //!    `unlock`/by dropping the guard) or *handed off* (in no thread's record). Handing a hold to
 //!    another thread is explicit: [`TwoStateGuard::into_handoff`] (or
-//!    [`TwoStateLock::hand_off`], or the raw [`TwoStateLock::disown`]) clears the record on the
-//!    owning thread and gives a `Send` [`TwoStateHandoff`] that releases the hold without
-//!    touching any thread's record ([`TwoStateLock::unlock_disowned`] for raw use). So a
+//!    [`TwoStateLock::hand_off`]) clears the record on the owning thread and gives a `Send`
+//!    [`TwoStateHandoff`] that releases the hold without touching any thread's record (raw
+//!    form: [`TwoStateLock::disown`], then [`TwoStateLock::unlock_disowned`]). So a
 //!    completion thread that itself holds the same state of the lock keeps its own record when
 //!    it releases a handed-over hold, and still gets `WouldDeadlock` if it then asks for the
 //!    other state. A plain `unlock` on a thread that has no record of that hold only releases
