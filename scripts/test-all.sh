@@ -16,12 +16,14 @@ cargo nextest run --locked --workspace --no-fail-fast
 step "doc tests"
 cargo test --locked --workspace --doc
 
+# Release speed, but with debug assertions on: the primitives' invariants are debug_assert!s,
+# and a model run without them checks much less.
 step "model checking: loom (SIX, two-state lock, barrier, counters, genradix)"
-CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" \
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom -C debug-assertions=on" \
   cargo test --locked -p sixfs --release --lib -- sync:: util::
 
 step "model checking: shuttle (SIX lock, 3 threads, random schedules)"
-CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle" \
+CARGO_TARGET_DIR=target/shuttle RUSTFLAGS="--cfg shuttle -C debug-assertions=on" \
   cargo test --locked -p sixfs --release --lib -- shuttle_tests
 
 step "layering check"

@@ -133,6 +133,13 @@ fn empty_fn() -> bool {
     black_box(false)
 }
 
+/// The rare side of the honest fault-site baseline: out of line, like a site's slow path.
+#[cold]
+#[inline(never)]
+fn cold_path() -> u64 {
+    black_box(1)
+}
+
 /// Whether the group `name` was selected (`cargo bench --bench primitives -- NAME`).
 fn selected(name: &str) -> bool {
     let filter: Vec<String> = std::env::args()
@@ -384,31 +391,48 @@ fn main() {
         );
     }
 
-    // ---- disabled fault site vs an empty function ----
+    // ---- disabled fault site vs an empty function, and vs an inlined unknown branch ----
     if selected("fault") {
         let _ = sixfs::fault!("bench:off"); // register it (off)
-        let (a, b) = pair(
-            &mut |n| {
-                let mut c = 0u64;
-                for _ in 0..n {
-                    c += u64::from(sixfs::fault!("bench:off").is_some());
-                }
-                black_box(c);
-            },
-            &mut |n| {
-                let mut c = 0u64;
-                for _ in 0..n {
-                    c += u64::from(empty_fn());
-                }
-                black_box(c);
-            },
-        );
+        let mut site = |n: u64| {
+            let mut c = 0u64;
+            for _ in 0..n {
+                c += u64::from(sixfs::fault!("bench:off").is_some());
+            }
+            black_box(c);
+        };
+        let (a, b) = pair(&mut site, &mut |n| {
+            let mut c = 0u64;
+            for _ in 0..n {
+                c += u64::from(empty_fn());
+            }
+            black_box(c);
+        });
         report(
             "disabled fault site",
             a,
             "call of an empty fn",
             b,
             Some(1.2),
+        );
+        // The empty function costs a call, which the inlined site does not, so the line above
+        // is met trivially. The honest baseline: the cheapest thing a site could be, a branch
+        // (to an out-of-line rare path) on a value the optimiser cannot see.
+        let (a, b) = pair(&mut site, &mut |n| {
+            let mut c = 0u64;
+            for _ in 0..n {
+                if black_box(false) {
+                    c += cold_path();
+                }
+            }
+            black_box(c);
+        });
+        report(
+            "disabled fault site",
+            a,
+            "branch on black_box(false)",
+            b,
+            None,
         );
     }
 

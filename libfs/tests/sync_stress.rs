@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use sixfs::sync::barrier::WriteBarrier;
 use sixfs::sync::counters::{AvailableCounter, ShardedCounter};
 use sixfs::sync::six::{SixLock, SixLockType};
-use sixfs::sync::two_state::{TwoState, TwoStateLock, lock_two};
+use sixfs::sync::two_state::{TwoState, TwoStateHandoff, TwoStateLock, WouldDeadlock, lock_two};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -200,96 +200,127 @@ fn six_writer_not_starved_by_readers() {
 #[test]
 fn two_state_never_both_and_cross_thread_release() {
     with_watchdog(60, || {
-        let l = Arc::new(TwoStateLock::new());
-        let held = Arc::new([AtomicI64::new(0), AtomicI64::new(0)]);
-        let (tx, rx) = std::sync::mpsc::channel::<TwoState>();
-        // The "completion" thread releases holds taken by others.
-        let completer = {
-            let (l, held) = (l.clone(), held.clone());
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                for s in rx {
-                    held[s as usize].fetch_sub(1, SeqCst);
-                    l.unlock(s);
-                    n += 1;
-                }
-                n
-            })
-        };
-        let end = deadline(700);
-        let ts: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let (l, held, tx) = (l.clone(), held.clone(), tx.clone());
-                std::thread::spawn(move || {
-                    let mut rng = SmallRng::seed_from_u64(100 + t as u64);
-                    let mut handed = 0u64;
-                    while Instant::now() < end {
-                        let s = if rng.gen_bool(0.7) {
-                            TwoState::Add
-                        } else {
-                            TwoState::Block
-                        };
-                        if rng.gen_bool(0.2) {
-                            if !l.try_lock(s) {
-                                continue;
-                            }
-                        } else {
-                            l.lock(s).unwrap();
-                        }
+        let l = TwoStateLock::new();
+        let held = [AtomicI64::new(0), AtomicI64::new(0)];
+        let (l, held) = (&l, &held);
+        let (tx, rx) = std::sync::mpsc::channel::<TwoStateHandoff<'_>>();
+        std::thread::scope(|sc| {
+            // The "completion" thread releases holds taken by others (seed 004). Every third
+            // time it holds the same state itself while it does (a completion thread that is
+            // also doing buffered IO on the file): its own record must survive the release of
+            // the handed-over hold, so asking for the other state is still `WouldDeadlock`.
+            let completer = sc.spawn(move || {
+                let (mut n, mut own) = (0u64, 0u64);
+                for h in rx {
+                    let s = h.state();
+                    let mine = n.is_multiple_of(3).then(|| {
+                        let g = l
+                            .try_guard(s)
+                            .expect("s is held (by h), so it can be shared");
                         held[s as usize].fetch_add(1, SeqCst);
-                        assert_eq!(held[s.other() as usize].load(SeqCst), 0, "both states held");
+                        g
+                    });
+                    held[s as usize].fetch_sub(1, SeqCst);
+                    h.unlock();
+                    n += 1;
+                    if let Some(g) = mine {
                         assert_eq!(
                             l.lock(s.other()),
-                            Err(sixfs::sync::two_state::WouldDeadlock { held: s }),
-                            "same-thread recursion must be an error"
+                            Err(WouldDeadlock { held: s }),
+                            "releasing a handed-over hold cost the completion thread its record"
                         );
-                        if rng.gen_bool(0.3) {
-                            l.disown(s);
-                            tx.send(s).unwrap();
-                            handed += 1;
-                        } else {
-                            held[s as usize].fetch_sub(1, SeqCst);
-                            l.unlock(s);
-                        }
+                        held[s as usize].fetch_sub(1, SeqCst);
+                        drop(g);
+                        own += 1;
                     }
-                    handed
+                }
+                (n, own)
+            });
+            let end = deadline(700);
+            let ts: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let tx = tx.clone();
+                    sc.spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(100 + t as u64);
+                        let mut handed = 0u64;
+                        while Instant::now() < end {
+                            let s = if rng.gen_bool(0.7) {
+                                TwoState::Add
+                            } else {
+                                TwoState::Block
+                            };
+                            let g = if rng.gen_bool(0.2) {
+                                match l.try_guard(s) {
+                                    Some(g) => g,
+                                    None => continue,
+                                }
+                            } else {
+                                l.guard(s).unwrap()
+                            };
+                            held[s as usize].fetch_add(1, SeqCst);
+                            assert_eq!(
+                                held[s.other() as usize].load(SeqCst),
+                                0,
+                                "both states held"
+                            );
+                            assert_eq!(
+                                l.lock(s.other()),
+                                Err(WouldDeadlock { held: s }),
+                                "same-thread recursion must be an error"
+                            );
+                            if rng.gen_bool(0.3) {
+                                tx.send(g.into_handoff()).unwrap();
+                                handed += 1;
+                            } else {
+                                held[s as usize].fetch_sub(1, SeqCst);
+                                drop(g);
+                            }
+                            assert_eq!(l.held_by_current_thread(), None);
+                        }
+                        handed
+                    })
                 })
-            })
-            .collect();
-        drop(tx);
-        let handed: u64 = ts.into_iter().map(|t| t.join().unwrap()).sum();
-        assert_eq!(completer.join().unwrap(), handed);
+                .collect();
+            drop(tx);
+            let handed: u64 = ts.into_iter().map(|t| t.join().unwrap()).sum();
+            let (released, own) = completer.join().unwrap();
+            assert_eq!(released, handed);
+            assert!(handed > 0 && own > 0);
+        });
         assert_eq!(l.holders(), None);
-        assert!(handed > 0);
     });
 }
 
+fn random_state(rng: &mut SmallRng) -> TwoState {
+    if rng.gen_bool(0.5) {
+        TwoState::Add
+    } else {
+        TwoState::Block
+    }
+}
+
+/// `lock_two` never waits for one lock while holding the other, so it cannot be part of a
+/// deadlock: not with itself (threads pass the two locks in opposite argument orders, in mixed
+/// states), and not with a thread that does wait for the lower-addressed lock while holding
+/// the higher one (as a page fault taken under another inode's lock would). A helper that took
+/// the locks in argument order deadlocks here (against itself), and so does one that took them
+/// in address order but waited for the second while holding the first (against the waiting
+/// thread): both were seen to hit the watchdog on every run.
 #[test]
 fn two_state_lock_two_abba_does_not_deadlock() {
     with_watchdog(60, || {
         let a = Arc::new(TwoStateLock::new());
         let b = Arc::new(TwoStateLock::new());
         let end = deadline(500);
-        let ts: Vec<_> = (0..THREADS)
+        let mut ts: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (a, b) = (a.clone(), b.clone());
                 std::thread::spawn(move || {
                     let mut rng = SmallRng::seed_from_u64(200 + t as u64);
                     let mut n = 0u64;
-                    while Instant::now() < end {
-                        // Opposite argument orders and mixed states: a fixed-order-only
-                        // helper, or one that waits while holding, deadlocks here.
+                    while n == 0 || Instant::now() < end {
                         let (x, y) = if t % 2 == 0 { (&*a, &*b) } else { (&*b, &*a) };
-                        let sx = if rng.gen_bool(0.5) {
-                            TwoState::Add
-                        } else {
-                            TwoState::Block
-                        };
-                        let sy = if rng.gen_bool(0.5) {
-                            TwoState::Add
-                        } else {
-                            TwoState::Block
-                        };
+                        let (sx, sy) = (random_state(&mut rng), random_state(&mut rng));
                         lock_two(x, sx, y, sy).unwrap();
                         assert_eq!(x.holders().map(|h| h.0), Some(sx));
                         assert_eq!(y.holders().map(|h| h.0), Some(sy));
@@ -301,8 +332,30 @@ fn two_state_lock_two_abba_does_not_deadlock() {
                 })
             })
             .collect();
-        let n: u64 = ts.into_iter().map(|t| t.join().unwrap()).sum();
-        assert!(n > 0);
+        // The thread that waits while holding: higher-addressed lock first, then the lower.
+        ts.push({
+            let (a, b) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(299);
+                let (hi, lo) = if std::ptr::from_ref(&*a) > std::ptr::from_ref(&*b) {
+                    (&*a, &*b)
+                } else {
+                    (&*b, &*a)
+                };
+                let mut n = 0u64;
+                while n == 0 || Instant::now() < end {
+                    let (sh, sl) = (random_state(&mut rng), random_state(&mut rng));
+                    hi.lock(sh).unwrap();
+                    lo.lock(sl).unwrap();
+                    lo.unlock(sl);
+                    hi.unlock(sh);
+                    n += 1;
+                }
+                n
+            })
+        });
+        let n: Vec<u64> = ts.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(n.iter().all(|&n| n > 0), "{n:?}");
         assert_eq!(a.holders(), None);
         assert_eq!(b.holders(), None);
     });

@@ -328,7 +328,8 @@ mod tests {
     }
 }
 
-/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+/// Loom models, run as `scripts/test-all.sh` does (release build, debug assertions on):
+/// `RUSTFLAGS="--cfg loom -C debug-assertions=on" cargo test -p sixfs --release --lib -- sync:: util::`.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;

@@ -23,9 +23,9 @@
 //!    released; it is odd exactly while write is claimed. [`SixLock::relock`] takes the lock
 //!    only if the number is unchanged, checked in the same atomic step as taking it: a holder
 //!    that saved `seq`, unlocked, and relocked successfully may act as if it never unlocked.
-//! 4. Holds are counted, not owned: a read hold may be released by another thread. Intent and
-//!    write are released by the thread that holds them (their recursion counters are touched
-//!    only by the holder).
+//! 4. Holds are counted, not owned: a read hold may be released by another thread (handed
+//!    over with [`SixLock::hand_off_read`]). Intent and write are released by the thread that
+//!    holds them (their recursion counters are touched only by the holder).
 //!
 //! # Waiting
 //!
@@ -43,11 +43,15 @@
 //!
 //! # Debug holder record
 //!
-//! In debug builds each thread keeps a record of the SIX holds it took ([`held`]); blocking
-//! calls check it and panic on self-deadlocks (waiting for intent or write while holding read
-//! on the same lock, write without intent, a second blocking read instead of `increment`).
-//! A hold handed to another thread must be [`held::disown`]ed first. The record is separate
-//! from the lock itself and costs nothing in release builds.
+//! In debug builds each thread keeps a record of the SIX holds it took, on all SIX locks
+//! ([`held`]); blocking calls check it and panic on self-deadlocks (waiting for intent or write
+//! while holding read on the same lock, write without intent, a second blocking read instead
+//! of `increment`), and [`held::assert_none_held`] / [`held::count`] let callers assert that a
+//! thread holds no SIX lock (before waiting for IO). The record is separate from the lock
+//! itself, is only changed by its own thread for its own holds, and costs nothing in release
+//! builds. A read hold handed to another thread goes through [`SixLock::hand_off_read`]
+//! (which clears the entry on the handing thread and returns a `Send` [`SixReadHandoff`] that
+//! releases the hold without touching any thread's record).
 
 use super::{AtomicU32, AtomicU64};
 use super::{Condvar, Mutex, Ordering, lock, wait};
@@ -169,11 +173,38 @@ impl SixLock {
         ok
     }
 
-    /// Releases one read hold (from any thread).
+    /// Releases one read hold that this thread took (its entry in this thread's holder record
+    /// is removed). On a thread with no recorded read hold of this lock it only releases.
+    ///
+    /// A read hold that another thread took and handed over is released through its
+    /// [`SixReadHandoff`] (or [`unlock_read_disowned`](Self::unlock_read_disowned)) instead:
+    /// on a thread that also holds read on this lock itself, `unlock_read` would remove that
+    /// thread's own entry.
     #[inline]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn unlock_read(&self) {
         held::forget(self, SixLockType::Read);
+        self.unlock_read_raw();
+    }
+
+    /// Hands one of this thread's read holds off to another thread: removes its entry from
+    /// this thread's holder record and returns it as a `Send` [`SixReadHandoff`], which
+    /// releases it on whichever thread drops it, without touching that thread's record.
+    pub fn hand_off_read(&self) -> SixReadHandoff<'_> {
+        held::disown(self, SixLockType::Read);
+        SixReadHandoff { lock: self }
+    }
+
+    /// Releases a read hold that is in no thread's holder record (one [`held::disown`]ed, or
+    /// a [`SixReadHandoff`] that was [`leak`](SixReadHandoff::leak)ed), on any thread, without
+    /// touching any thread's record.
+    #[inline]
+    pub fn unlock_read_disowned(&self) {
+        self.unlock_read_raw();
+    }
+
+    #[inline]
+    fn unlock_read_raw(&self) {
         let old = self.state.fetch_sub(READ_ONE, Ordering::Release);
         debug_assert!(old & READ_MASK != 0, "unlock_read without a read hold");
         if old & READ_MASK == 1 && old & WAIT_WRITE != 0 {
@@ -603,13 +634,58 @@ impl SixLock {
     }
 }
 
+/// A read hold of a [`SixLock`] handed from one thread to another (made by
+/// [`SixLock::hand_off_read`]): it is in no thread's holder record, it is `Send`, and dropping
+/// it releases the read hold without touching any thread's record.
+#[derive(Debug)]
+#[must_use = "dropping the hand-off releases the read hold"]
+pub struct SixReadHandoff<'a> {
+    lock: &'a SixLock,
+}
+
+impl SixReadHandoff<'_> {
+    /// Releases the read hold (the same as dropping it).
+    pub fn unlock(self) {
+        drop(self);
+    }
+
+    /// Makes the read hold the calling thread's own: records it in this thread's holder
+    /// record; release it on this thread with [`SixLock::unlock_read`].
+    #[cfg_attr(debug_assertions, track_caller)]
+    pub fn adopt(self) {
+        held::note(self.lock, SixLockType::Read);
+        std::mem::forget(self);
+    }
+
+    /// Keeps the read hold (recorded nowhere) and forgets the hand-off; release it later, on
+    /// any thread, with [`SixLock::unlock_read_disowned`].
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SixReadHandoff<'_> {
+    fn drop(&mut self) {
+        self.lock.unlock_read_disowned();
+    }
+}
+
 /// The per-thread record of SIX holds, kept in debug builds for lock-order assertions.
 ///
-/// Every successful `lock*`/`try_lock*`/`relock`/`try_upgrade`/`increment` adds an entry (lock
-/// address, type, caller location); every `unlock*` by the same thread removes the newest
-/// matching entry. An unlock on another thread finds nothing to remove, so a thread that hands
-/// a hold to another must call [`disown`](held::disown) first. In release builds, and under the
-/// model checkers, the record is empty and every function here does nothing.
+/// One record per thread covers every SIX lock: every successful
+/// `lock*`/`try_lock*`/`relock`/`try_upgrade`/`increment` adds an entry (lock address, type,
+/// caller location); every `unlock*` by the same thread removes the newest matching entry (and
+/// on a thread with no matching entry removes nothing). Only a thread's own calls change its
+/// record. A read hold passed to another thread goes through [`SixLock::hand_off_read`] (or
+/// the raw [`disown`](held::disown) + [`SixLock::unlock_read_disowned`]), which never touch the
+/// receiving thread's record.
+///
+/// For callers above the lock: [`assert_none_held`](held::assert_none_held) (at points that
+/// must not be reached with a SIX lock held, such as waiting for IO or journal space),
+/// [`count`](held::count), [`locks`](held::locks) and [`assert_held`](held::assert_held).
+///
+/// In release builds, and under the model checkers, the record is empty and every function
+/// here does nothing ([`ENABLED`](held::ENABLED) is `false`; `count()` is 0).
 pub mod held {
     use super::{SixLock, SixLockType};
 
@@ -669,6 +745,11 @@ pub mod held {
             HELD.try_with(|h| h.borrow().clone()).unwrap_or_default()
         }
 
+        #[inline]
+        pub(super) fn count() -> usize {
+            HELD.try_with(|h| h.borrow().len()).unwrap_or(0)
+        }
+
         fn find(l: &SixLock, ty: SixLockType) -> Option<HeldLock> {
             let a = addr(l);
             HELD.try_with(|h| {
@@ -725,6 +806,10 @@ pub mod held {
             Vec::new()
         }
         #[inline(always)]
+        pub(super) fn count() -> usize {
+            0
+        }
+        #[inline(always)]
         pub(super) fn check_before_block(_: &SixLock, _: SixLockType) {}
     }
 
@@ -743,9 +828,17 @@ pub mod held {
     /// Whether this record is kept in this build (debug builds, not under model checkers).
     pub const ENABLED: bool = cfg!(all(debug_assertions, not(any(loom, shuttle))));
 
-    /// The holds this thread has recorded, oldest first.
+    /// The holds this thread has recorded, on all SIX locks, oldest first (allocates; for
+    /// diagnostics and the btree's own lock-order checks).
     pub fn locks() -> Vec<HeldLock> {
         imp::locks()
+    }
+
+    /// How many holds this thread has recorded, on all SIX locks (0 if not [`ENABLED`]).
+    /// Cheap: one thread-local read, no allocation.
+    #[inline]
+    pub fn count() -> usize {
+        imp::count()
     }
 
     /// Whether this thread recorded a hold of type `ty` on `l` (always `false` if not
@@ -754,26 +847,41 @@ pub mod held {
         imp::holds(l, ty)
     }
 
-    /// Removes this thread's newest record of a `ty` hold on `l`, before handing the hold to
-    /// another thread (which will unlock it).
+    /// Removes this thread's newest record of a `ty` hold on `l` without releasing it: the raw
+    /// form of [`SixLock::hand_off_read`]. A disowned read hold is released, on any thread,
+    /// with [`SixLock::unlock_read_disowned`] (a plain `unlock_read` on a thread that holds
+    /// read on `l` itself would remove that thread's entry). Intent and write holds are still
+    /// released by their holder (module invariant 4); disowning one only stops recording it.
     pub fn disown(l: &SixLock, ty: SixLockType) {
         imp::forget(l, ty);
     }
 
-    /// Panics (when [`ENABLED`]) if this thread holds any SIX lock: for points that must not be
-    /// reached with node locks held, such as waiting for IO or journal space.
+    /// Panics (when [`ENABLED`]) if this thread holds any SIX lock, on any lock: for points
+    /// that must not be reached with node locks held, such as waiting for IO or journal space.
+    /// `what` names the point (`"waiting for journal space"`); the message also lists every
+    /// hold with where it was taken. Cheap when nothing is held (one thread-local read), and
+    /// compiled to nothing in release builds.
+    #[inline]
     #[track_caller]
-    pub fn assert_none_held() {
-        let l = imp::locks();
-        if let Some(h) = l.first() {
-            panic!(
-                "{} SIX hold(s) at {}; first: {:?} taken at {}",
-                l.len(),
-                std::panic::Location::caller(),
-                h.ty,
-                h.at
-            );
+    pub fn assert_none_held(what: &str) {
+        if ENABLED && imp::count() != 0 {
+            none_held_failed(what, std::panic::Location::caller());
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn none_held_failed(what: &str, at: &std::panic::Location<'_>) -> ! {
+        let holds = imp::locks();
+        let list: Vec<String> = holds
+            .iter()
+            .map(|h| format!("{:?} on lock {:#x} taken at {}", h.ty, h.lock, h.at))
+            .collect();
+        panic!(
+            "{what} at {at} with {} SIX hold(s) on this thread: {}",
+            holds.len(),
+            list.join("; ")
+        );
     }
 
     /// Panics (when [`ENABLED`]) unless this thread holds `l` as `ty`.
@@ -906,11 +1014,114 @@ mod tests {
         });
         l.unlock_intent();
         assert!(held::locks().is_empty());
-        held::assert_none_held();
+        held::assert_none_held("test");
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn held_count_and_assert_none_held_cover_every_lock() {
+        let (a, b, c) = (SixLock::new(), SixLock::new(), SixLock::new());
+        assert_eq!(held::count(), 0);
+        held::assert_none_held("nothing held");
+        a.lock_read();
+        b.lock_intent();
+        b.lock_write();
+        assert!(c.try_lock_read());
+        c.increment(SixLockType::Read);
+        assert_eq!(held::count(), 5);
+        assert_eq!(held::locks().len(), 5);
+        let msg = std::panic::catch_unwind(|| held::assert_none_held("waiting for IO"))
+            .expect_err("holds on three locks")
+            .downcast::<String>()
+            .expect("a formatted message");
+        assert!(msg.starts_with("waiting for IO at "), "{msg}");
+        assert!(msg.contains("with 5 SIX hold(s)"), "{msg}");
+        a.unlock_read();
+        b.unlock_write();
+        b.unlock_intent();
+        c.unlock_read();
+        assert_eq!(held::count(), 1, "c: one read hold left");
+        let r = std::panic::catch_unwind(|| held::assert_none_held("after most unlocks"));
+        assert!(r.is_err(), "a hold on the last lock alone is caught too");
+        c.unlock_read();
+        assert_eq!(held::count(), 0);
+        held::assert_none_held("all released");
+        // Another thread's holds are not this thread's.
+        a.lock_read();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(held::count(), 0);
+                held::assert_none_held("other thread");
+            });
+        });
+        a.unlock_read();
+    }
+
+    /// Seed 004 for SIX read holds: a read hold handed to a thread that holds read on the same
+    /// lock itself must not cost that thread its own entry.
+    #[cfg(debug_assertions)]
+    #[test]
+    fn handed_read_hold_keeps_the_receivers_record() {
+        let l = &SixLock::new();
+        l.lock_read();
+        let h = l.hand_off_read();
+        assert_eq!(held::count(), 0, "hand-off clears the entry here");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                l.lock_read();
+                assert_eq!(l.readers(), 2);
+                h.unlock();
+                assert_eq!(l.readers(), 1);
+                assert!(held::holds(l, SixLockType::Read), "own entry kept");
+                assert_eq!(held::count(), 1);
+                let r = std::panic::catch_unwind(|| l.lock_intent());
+                assert!(r.is_err(), "intent while holding read is still caught");
+                l.unlock_read();
+                assert_eq!(held::count(), 0);
+            });
+        });
+        assert_eq!(l.readers(), 0);
+        // Adopted: the receiving thread's own hold.
+        l.lock_read();
+        let h = l.hand_off_read();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                h.adopt();
+                assert!(held::holds(l, SixLockType::Read));
+                l.unlock_read();
+                assert_eq!(held::count(), 0);
+            });
+        });
+        // Raw form.
+        l.lock_read();
+        held::disown(l, SixLockType::Read);
+        assert_eq!(held::count(), 0);
+        std::thread::scope(|s| {
+            s.spawn(|| l.unlock_read_disowned());
+        });
+        assert_eq!(l.readers(), 0);
+    }
+
+    #[test]
+    fn read_handoff_is_send_and_releases() {
+        fn is_send<T: Send>(_: &T) {}
+        let l = SixLock::new();
+        l.lock_read();
+        let h = l.hand_off_read();
+        is_send(&h);
+        std::thread::scope(|s| {
+            s.spawn(move || drop(h));
+        });
+        assert_eq!(l.readers(), 0);
+        l.lock_intent();
+        l.lock_write();
+        l.unlock_write();
+        l.unlock_intent();
     }
 }
 
-/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+/// Loom models, run as `scripts/test-all.sh` does (release build, debug assertions on):
+/// `RUSTFLAGS="--cfg loom -C debug-assertions=on" cargo test -p sixfs --release --lib -- sync:: util::`.
 #[cfg(all(test, loom))]
 #[allow(
     unsafe_code,
@@ -1029,6 +1240,10 @@ mod loom_tests {
 
     #[test]
     fn relock_intent_after_concurrent_write() {
+        use std::sync::atomic::{AtomicUsize as StdUsize, Ordering::Relaxed};
+        // Outcomes over all explored executions (std atomics: outside the model).
+        static RELOCKED: StdUsize = StdUsize::new(0);
+        static REFUSED: StdUsize = StdUsize::new(0);
         loom_model(|| {
             let n = Node::new();
             n.lock.lock_intent();
@@ -1043,12 +1258,33 @@ mod loom_tests {
                 n2.lock.unlock_intent();
             });
             if n.lock.relock(SixLockType::Intent, seq) {
+                RELOCKED.fetch_add(1, Relaxed);
+                // The writer cannot claim write while we hold intent, and had not when we
+                // relocked (the seq was unchanged): no write came between `seq` and now.
                 assert_eq!(n.read(), 0, "relocked intent after the write");
+                assert_eq!(n.lock.seq(), seq, "seq moved under our intent hold");
                 n.lock.unlock_intent();
+            } else {
+                REFUSED.fetch_add(1, Relaxed);
+                // Fails only because the writer got in first: its write was claimed (seq
+                // moved), or it holds intent now, which it takes only to write (so a write
+                // intervenes before any later relock could succeed). Once it has released
+                // intent the seq has moved, so this holds whenever we look. (Looked at with a
+                // read-modify-write, which reads the newest value: loom's plain loads here may
+                // return a value older than the one relock saw.)
+                let now = n.lock.state.fetch_or(0, Ordering::SeqCst);
+                assert!(
+                    seq_of(now) != seq || now & INTENT != 0,
+                    "relock failed although no writer had got in"
+                );
             }
             w.join().unwrap();
             assert_eq!(n.lock.seq(), 2);
+            assert_eq!(n.read(), 5);
         });
+        // Both outcomes happen: a relock that always failed (or always succeeded) is caught.
+        assert!(RELOCKED.load(Relaxed) > 0, "relock never succeeded");
+        assert!(REFUSED.load(Relaxed) > 0, "relock never failed");
     }
 
     #[test]
@@ -1130,7 +1366,7 @@ mod loom_tests {
 }
 
 /// Shuttle (randomised schedules, more threads than loom can exhaust):
-/// `RUSTFLAGS="--cfg shuttle" cargo test -p sixfs --release --lib -- shuttle_tests`.
+/// `RUSTFLAGS="--cfg shuttle -C debug-assertions=on" cargo test -p sixfs --release --lib -- shuttle_tests`.
 #[cfg(all(test, shuttle))]
 mod shuttle_tests {
     use super::*;

@@ -9,17 +9,29 @@
 //!
 //! 1. Never both states held at once: the holder count and the state it counts live in one
 //!    atomic word, changed only by compare-and-swap from "free or same state".
-//! 2. Holds are counted, not owned: `unlock_*` may run on any thread (an asynchronous direct
-//!    write completes, and unlocks, on another thread; seed 004).
+//! 2. Holds are counted, not owned: the lock itself only counts holders, so a hold may be
+//!    released on any thread (an asynchronous direct write completes, and unlocks, on another
+//!    thread; seed 004).
 //! 3. **Same-thread recursion is an error, not a hang.** Each thread keeps a record of the
 //!    states it took on which locks (separate from the lock's holder count). `lock_add` by a
 //!    thread whose record says it holds *block* on the same lock returns [`WouldDeadlock`]
 //!    (and `lock_block` likewise for *add*) instead of waiting forever for itself. That lets
 //!    the direct-IO path drop its lock, do the buffered part, retake and revalidate (DESIGN §4
-//!    "Recursion"). A thread that hands its hold to another thread clears its record first with
-//!    [`TwoStateLock::disown`] (or [`TwoStateGuard::disown`]); `unlock_*` on the recording
-//!    thread clears the record itself.
-//! 4. No missed wakeups (seed 002: every change that can let a waiter in must wake it). The
+//!    "Recursion").
+//! 4. **The record is only ever changed by its own thread, for its own holds.** A hold is
+//!    either *recorded* (taken by `lock`/`try_lock`/guards, or [`adopt`](TwoStateLock::adopt)ed:
+//!    it is in the record of exactly one thread, which may recurse and must release it with
+//!    `unlock`/by dropping the guard) or *handed off* (in no thread's record). Handing a hold to
+//!    another thread is explicit: [`TwoStateGuard::into_handoff`] (or
+//!    [`TwoStateLock::hand_off`]) clears the record on the owning thread and gives a `Send`
+//!    [`TwoStateHandoff`] that releases the hold without touching any thread's record (raw
+//!    form: [`TwoStateLock::disown`], then [`TwoStateLock::unlock_disowned`]). So a
+//!    completion thread that itself holds the same state of the lock keeps its own record when
+//!    it releases a handed-over hold, and still gets `WouldDeadlock` if it then asks for the
+//!    other state. A plain `unlock` on a thread that has no record of that hold only releases
+//!    it (nothing else changes), but on a thread that holds the same state itself it would
+//!    remove that thread's own entry: hand-offs must use the hand-off path.
+//! 5. No missed wakeups (seed 002: every change that can let a waiter in must wake it). The
 //!    only such change is the holder count reaching zero; the unlock that makes it zero sees the
 //!    waiting bits in the same read-modify-write and wakes every waiter. Waiters set their bit
 //!    under the wait mutex and retry before sleeping, so either the retry sees the release or
@@ -146,10 +158,21 @@ impl TwoStateLock {
         true
     }
 
-    /// Releases one hold of state `s`, from any thread. Clears this thread's record of it if
-    /// this thread has one.
+    /// Releases one recorded hold of state `s`: one that this thread took (or adopted).
+    /// Removes one entry for `s` on this lock from this thread's record, if there is one; on a
+    /// thread without such an entry it only releases the hold.
+    ///
+    /// To release a hold that another thread took and handed over, use the
+    /// [`TwoStateHandoff`] (or [`unlock_disowned`](Self::unlock_disowned)) instead: if this
+    /// thread also holds `s` itself, `unlock` would remove this thread's own entry.
     pub fn unlock(&self, s: TwoState) {
         record::remove(self, s);
+        self.unlock_raw(s);
+    }
+
+    /// Releases one hold of state `s` that is in no thread's record (one handed over with
+    /// [`disown`](Self::disown)), on any thread, without touching any thread's record.
+    pub fn unlock_disowned(&self, s: TwoState) {
         self.unlock_raw(s);
     }
 
@@ -181,28 +204,38 @@ impl TwoStateLock {
     /// Like [`lock`](Self::lock), returning a guard that unlocks on drop.
     pub fn guard(&self, s: TwoState) -> Result<TwoStateGuard<'_>, WouldDeadlock> {
         self.lock(s)?;
-        Ok(TwoStateGuard {
-            lock: self,
-            state: s,
-        })
+        Ok(TwoStateGuard::new(self, s))
     }
 
     /// Like [`try_lock`](Self::try_lock), returning a guard.
     pub fn try_guard(&self, s: TwoState) -> Option<TwoStateGuard<'_>> {
-        self.try_lock(s).then(|| TwoStateGuard {
-            lock: self,
-            state: s,
-        })
+        self.try_lock(s).then(|| TwoStateGuard::new(self, s))
     }
 
-    /// Removes one record of a hold of `s` from this thread's record, without unlocking: call
-    /// it before handing the hold to another thread. Afterwards this thread may take the other
-    /// state and wait (for the other thread to release).
+    /// Hands one of this thread's holds of `s` off: removes its entry from this thread's
+    /// record (see [`disown`](Self::disown)) and returns it as a `Send` [`TwoStateHandoff`],
+    /// which releases it on whichever thread drops it.
+    pub fn hand_off(&self, s: TwoState) -> TwoStateHandoff<'_> {
+        self.disown(s);
+        TwoStateHandoff {
+            lock: self,
+            state: s,
+        }
+    }
+
+    /// Removes one entry for a hold of `s` from this thread's record, without unlocking: the
+    /// raw form of [`hand_off`](Self::hand_off), for a hold this thread took and passes to
+    /// another thread. The hold is then in no thread's record; release it with
+    /// [`unlock_disowned`](Self::unlock_disowned) (any thread), or record it on the receiving
+    /// thread with [`adopt`](Self::adopt) and release it there with `unlock`. Afterwards this
+    /// thread may take the other state and wait (for the other thread to release).
     pub fn disown(&self, s: TwoState) {
         record::remove(self, s);
     }
 
-    /// Records in this thread's record a hold of `s` that another thread took and handed over.
+    /// Records, in this thread's record, a hold of `s` that another thread took and
+    /// [`disown`](Self::disown)ed; from then on it is this thread's hold (release it with
+    /// `unlock`).
     pub fn adopt(&self, s: TwoState) {
         record::add(self, s);
     }
@@ -293,27 +326,49 @@ impl TwoStateLock {
     }
 }
 
-/// A hold of a [`TwoStateLock`] that is released on drop. It is `Send`: to release it on
-/// another thread, call [`disown`](Self::disown) first, then move it.
+/// A recorded hold of a [`TwoStateLock`], released on drop. It is in the record of the thread
+/// that took it, so it is not `Send`: to release it on another thread, turn it into a
+/// [`TwoStateHandoff`] with [`into_handoff`](Self::into_handoff) and send that.
+///
+/// ```compile_fail,E0277
+/// fn is_send<T: Send>(_: T) {}
+/// let l = sixfs::sync::two_state::TwoStateLock::new();
+/// is_send(l.guard(sixfs::sync::two_state::TwoState::Add).unwrap());
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the guard releases the lock"]
 pub struct TwoStateGuard<'a> {
     lock: &'a TwoStateLock,
     state: TwoState,
+    /// The hold is in this thread's record.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
-impl TwoStateGuard<'_> {
+impl<'a> TwoStateGuard<'a> {
+    fn new(lock: &'a TwoStateLock, state: TwoState) -> Self {
+        TwoStateGuard {
+            lock,
+            state,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
     /// The state held.
     pub fn state(&self) -> TwoState {
         self.state
     }
 
-    /// Clears this thread's record of the hold (see [`TwoStateLock::disown`]).
-    pub fn disown(&mut self) {
-        self.lock.disown(self.state);
+    /// Hands the hold off: clears its entry in this thread's record and returns a `Send`
+    /// [`TwoStateHandoff`] that releases it on whichever thread drops it, without touching
+    /// that thread's record.
+    pub fn into_handoff(self) -> TwoStateHandoff<'a> {
+        let (lock, state) = (self.lock, self.state);
+        std::mem::forget(self);
+        lock.hand_off(state)
     }
 
-    /// Keeps the lock held and forgets the guard; release it later with `unlock`.
+    /// Keeps the lock held (and recorded on this thread) and forgets the guard; release it
+    /// later on this thread with `unlock`.
     pub fn leak(self) {
         std::mem::forget(self);
     }
@@ -322,6 +377,50 @@ impl TwoStateGuard<'_> {
 impl Drop for TwoStateGuard<'_> {
     fn drop(&mut self) {
         self.lock.unlock(self.state);
+    }
+}
+
+/// A hold of a [`TwoStateLock`] handed from one thread to another (an asynchronous completion,
+/// seed 004): it is in no thread's record, it is `Send`, and dropping it releases the hold
+/// without touching any thread's record. Made by [`TwoStateGuard::into_handoff`] or
+/// [`TwoStateLock::hand_off`].
+#[derive(Debug)]
+#[must_use = "dropping the hand-off releases the lock"]
+pub struct TwoStateHandoff<'a> {
+    lock: &'a TwoStateLock,
+    state: TwoState,
+}
+
+impl<'a> TwoStateHandoff<'a> {
+    /// The state held.
+    pub fn state(&self) -> TwoState {
+        self.state
+    }
+
+    /// Releases the hold (the same as dropping it).
+    pub fn unlock(self) {
+        drop(self);
+    }
+
+    /// Makes the hold the calling thread's own: records it in this thread's record (see
+    /// [`TwoStateLock::adopt`]) and returns a guard.
+    pub fn adopt(self) -> TwoStateGuard<'a> {
+        let (lock, state) = (self.lock, self.state);
+        std::mem::forget(self);
+        lock.adopt(state);
+        TwoStateGuard::new(lock, state)
+    }
+
+    /// Keeps the lock held (recorded nowhere) and forgets the hand-off; release it later, on
+    /// any thread, with [`TwoStateLock::unlock_disowned`].
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TwoStateHandoff<'_> {
+    fn drop(&mut self) {
+        self.lock.unlock_disowned(self.state);
     }
 }
 
@@ -376,10 +475,7 @@ pub fn guard_two<'a, 'b>(
     sb: TwoState,
 ) -> Result<(TwoStateGuard<'a>, TwoStateGuard<'b>), WouldDeadlock> {
     lock_two(a, sa, b, sb)?;
-    Ok((
-        TwoStateGuard { lock: a, state: sa },
-        TwoStateGuard { lock: b, state: sb },
-    ))
+    Ok((TwoStateGuard::new(a, sa), TwoStateGuard::new(b, sb)))
 }
 
 /// The per-thread record of two-state holds: (lock address, state, count).
@@ -504,14 +600,99 @@ mod tests {
     #[test]
     fn guard_released_on_another_thread() {
         let l = TwoStateLock::new();
-        let mut g = l.guard(TwoState::Block).unwrap();
-        g.disown();
+        let g = l.guard(TwoState::Block).unwrap();
+        let h = g.into_handoff();
+        assert_eq!(
+            l.held_by_current_thread(),
+            None,
+            "hand-off clears the record"
+        );
         std::thread::scope(|s| {
-            s.spawn(move || drop(g));
+            s.spawn(move || drop(h));
         });
         assert_eq!(l.holders(), None);
         l.lock_add().unwrap();
         l.unlock_add();
+    }
+
+    /// Seed 004: a write submitted (add taken) on thread A completes on thread B, which holds
+    /// add on the same lock itself. Releasing the handed-over hold must leave B's own record,
+    /// so B still gets `WouldDeadlock` for block instead of waiting for itself.
+    #[test]
+    fn handed_hold_released_by_a_holder_of_the_same_state_keeps_its_record() {
+        let l = TwoStateLock::new();
+        let h = l.guard(TwoState::Add).unwrap().into_handoff();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let own = l.guard(TwoState::Add).unwrap();
+                assert_eq!(l.holders(), Some((TwoState::Add, 2)));
+                h.unlock();
+                assert_eq!(l.holders(), Some((TwoState::Add, 1)));
+                // Checked first so that a broken record fails here instead of hanging below.
+                assert_eq!(l.held_by_current_thread(), Some(TwoState::Add));
+                assert_eq!(
+                    l.lock_block(),
+                    Err(WouldDeadlock {
+                        held: TwoState::Add
+                    })
+                );
+                drop(own);
+                assert_eq!(l.held_by_current_thread(), None);
+                l.lock_block().unwrap();
+                l.unlock_block();
+            });
+        });
+        assert_eq!(l.holders(), None);
+        assert_eq!(l.held_by_current_thread(), None);
+    }
+
+    #[test]
+    fn raw_disown_unlock_disowned_and_adopt() {
+        let l = &TwoStateLock::new();
+        // Raw hand-off, released on a thread that holds the same state itself.
+        l.lock_block().unwrap();
+        l.disown(TwoState::Block);
+        assert_eq!(l.held_by_current_thread(), None);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                l.lock_block().unwrap();
+                l.unlock_disowned(TwoState::Block);
+                assert_eq!(l.holders(), Some((TwoState::Block, 1)));
+                assert_eq!(l.held_by_current_thread(), Some(TwoState::Block));
+                l.unlock_block();
+            });
+        });
+        assert_eq!(l.holders(), None);
+
+        // A plain unlock on a thread with no record of the hold only releases it.
+        let other = TwoStateLock::new();
+        l.lock_add().unwrap();
+        l.disown(TwoState::Add);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                other.lock_block().unwrap();
+                l.unlock_add();
+                assert_eq!(l.holders(), None);
+                assert_eq!(l.held_by_current_thread(), None);
+                assert_eq!(other.held_by_current_thread(), Some(TwoState::Block));
+                other.unlock_block();
+            });
+        });
+
+        // An adopted hand-off is the receiving thread's own hold.
+        l.lock_add().unwrap();
+        let h = l.hand_off(TwoState::Add);
+        assert_eq!(h.state(), TwoState::Add);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let g = h.adopt();
+                assert_eq!(l.held_by_current_thread(), Some(TwoState::Add));
+                assert!(l.lock_block().is_err());
+                drop(g);
+                assert_eq!(l.held_by_current_thread(), None);
+            });
+        });
+        assert_eq!(l.holders(), None);
     }
 
     #[test]
@@ -537,7 +718,8 @@ mod tests {
     }
 }
 
-/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+/// Loom models, run as `scripts/test-all.sh` does (release build, debug assertions on):
+/// `RUSTFLAGS="--cfg loom -C debug-assertions=on" cargo test -p sixfs --release --lib -- sync:: util::`.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
@@ -561,6 +743,14 @@ mod loom_tests {
         }
         fn enter(&self, s: TwoState) {
             self.lock.lock(s).unwrap();
+            self.mark(s);
+        }
+        fn leave(&self, s: TwoState) {
+            self.unmark(s);
+            self.lock.unlock(s);
+        }
+        /// Counts a hold of `s` just taken, checking the other state is not held.
+        fn mark(&self, s: TwoState) {
             self.held[s.idx()].fetch_add(1, Ordering::SeqCst);
             assert_eq!(
                 self.held[s.other().idx()].load(Ordering::SeqCst),
@@ -568,9 +758,9 @@ mod loom_tests {
                 "both states held"
             );
         }
-        fn leave(&self, s: TwoState) {
+        /// Uncounts a hold of `s` about to be released.
+        fn unmark(&self, s: TwoState) {
             self.held[s.idx()].fetch_sub(1, Ordering::SeqCst);
-            self.lock.unlock(s);
         }
     }
 
@@ -634,6 +824,98 @@ mod loom_tests {
             c.leave(TwoState::Block);
             t.join().unwrap();
             assert_eq!(c.lock.holders(), None);
+        });
+    }
+
+    /// Seed 004 with a completion thread that holds the same state itself: thread A takes add
+    /// and hands it off to B; B, holding add on the same lock, releases the handed-over hold;
+    /// B's own record must survive, so B's request for block is `WouldDeadlock` (it would
+    /// otherwise wait for itself forever, which loom reports as a deadlock). Meanwhile A, whose
+    /// record no longer has the hold, waits for block and is woken.
+    #[test]
+    fn handed_hold_released_by_a_holder_of_the_same_state() {
+        loom_model(|| {
+            let c = Checked::new();
+            c.enter(TwoState::Add);
+            // `TwoStateHandoff` borrows the lock and loom threads are 'static: hand off with
+            // the raw pair (`hand_off` + `leak` here, `unlock_disowned` there).
+            c.lock.hand_off(TwoState::Add).leak();
+            assert_eq!(c.lock.held_by_current_thread(), None);
+            let c2 = c.clone();
+            let b = thread::spawn(move || {
+                c2.enter(TwoState::Add);
+                // Complete A's write.
+                c2.unmark(TwoState::Add);
+                c2.lock.unlock_disowned(TwoState::Add);
+                assert_eq!(c2.lock.held_by_current_thread(), Some(TwoState::Add));
+                assert_eq!(
+                    c2.lock.lock_block(),
+                    Err(WouldDeadlock {
+                        held: TwoState::Add
+                    })
+                );
+                assert!(!c2.lock.try_lock_block());
+                c2.leave(TwoState::Add);
+            });
+            c.enter(TwoState::Block);
+            c.leave(TwoState::Block);
+            b.join().unwrap();
+            assert_eq!(c.lock.holders(), None);
+        });
+    }
+
+    /// Takes `x` in `sx` and `y` in `sy` with `lock_two`, checks exclusion, releases both.
+    fn two(x: &Checked, sx: TwoState, y: &Checked, sy: TwoState) {
+        lock_two(&x.lock, sx, &y.lock, sy).unwrap();
+        x.mark(sx);
+        y.mark(sy);
+        y.unmark(sy);
+        x.unmark(sx);
+        x.lock.unlock(sx);
+        y.lock.unlock(sy);
+    }
+
+    /// Two new locks, lower-addressed first. `lock_two` orders by address and allocation
+    /// addresses differ between executions, so the models name the locks by address order to
+    /// stay deterministic.
+    fn two_locks() -> (Arc<Checked>, Arc<Checked>) {
+        let (a, b) = (Checked::new(), Checked::new());
+        if std::ptr::from_ref(&a.lock) < std::ptr::from_ref(&b.lock) {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    /// Two threads take the same two locks in opposite argument order, one in add and one in
+    /// block: both complete. (A helper that took them in argument order, waiting for the
+    /// second while holding the first, deadlocks here.)
+    #[test]
+    fn lock_two_opposite_orders_add_against_block() {
+        loom_model(|| {
+            let (lo, hi) = two_locks();
+            let (lo2, hi2) = (lo.clone(), hi.clone());
+            let t = thread::spawn(move || two(&hi2, TwoState::Block, &lo2, TwoState::Block));
+            two(&lo, TwoState::Add, &hi, TwoState::Add);
+            t.join().unwrap();
+            assert_eq!(lo.lock.holders(), None);
+            assert_eq!(hi.lock.holders(), None);
+        });
+    }
+
+    /// As above, but the threads conflict only on the higher-addressed lock, so the one whose
+    /// trylock of it fails must back off (release the lower lock, wait for the higher one,
+    /// then try the lower one): the back-off path, model-checked.
+    #[test]
+    fn lock_two_backs_off_when_only_the_second_lock_conflicts() {
+        loom_model(|| {
+            let (lo, hi) = two_locks();
+            let (lo2, hi2) = (lo.clone(), hi.clone());
+            let t = thread::spawn(move || two(&hi2, TwoState::Block, &lo2, TwoState::Add));
+            two(&lo, TwoState::Add, &hi, TwoState::Add);
+            t.join().unwrap();
+            assert_eq!(lo.lock.holders(), None);
+            assert_eq!(hi.lock.holders(), None);
         });
     }
 

@@ -340,7 +340,8 @@ pub enum Selector {
         /// Last line.
         last: u32,
     },
-    /// Sites whose module path starts with this (e.g. `sixfs::dev`).
+    /// Sites in this module or a module inside it, by whole `::` path components:
+    /// `sixfs::dev` matches `sixfs::dev` and `sixfs::dev::file`, not `sixfs::devices`.
     Module(String),
 }
 
@@ -353,8 +354,16 @@ impl Selector {
             Selector::FileLine { file, first, last } => {
                 path_ends_with(s.file, file) && (*first..=*last).contains(&s.line)
             }
-            Selector::Module(m) => s.module.starts_with(m.as_str()),
+            Selector::Module(m) => module_within(s.module, m),
         }
+    }
+}
+
+/// Whether module path `path` is `module` or inside it (whole `::` components).
+fn module_within(path: &str, module: &str) -> bool {
+    match path.strip_prefix(module) {
+        Some(rest) => rest.is_empty() || rest.starts_with("::") || module.ends_with("::"),
+        None => false,
     }
 }
 
@@ -577,9 +586,25 @@ impl fmt::Display for FaultMode {
                 Some(n) => write!(f, " error={n}"),
                 None => write!(f, " error={e}"),
             },
-            Action::Delay(d) => write!(f, " delay={}us", d.as_micros()),
+            Action::Delay(d) => write!(f, " delay={}", DelayText(d)),
             Action::Yield => f.write_str(" yield"),
         }
+    }
+}
+
+/// A delay in the control format, in the coarsest unit that represents it exactly (`500ns`,
+/// `20us`, `5ms`, `2s`), so that parsing the text gives the same `Duration` back.
+struct DelayText(Duration);
+
+impl fmt::Display for DelayText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0.as_nanos();
+        for (unit, per) in [("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
+            if ns.is_multiple_of(per) {
+                return write!(f, "{}{unit}", ns / per);
+            }
+        }
+        write!(f, "{ns}ns")
     }
 }
 
@@ -588,17 +613,29 @@ fn parse_u64(v: &str, what: &str) -> Result<u64, String> {
         .map_err(|_| format!("{what} wants a number, got {v:?}"))
 }
 
+/// A delay: a number and a unit (`ns`, `us`, `ms`, `s`; none means ms). Any `Duration` can be
+/// written this way (in ns if need be: the number may exceed `u64`).
 fn parse_duration(v: &str) -> Result<Duration, String> {
+    const NS_PER_S: u128 = 1_000_000_000;
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
-    let n = parse_u64(num, "delay")?;
-    Ok(match unit {
-        "" | "ms" => Duration::from_millis(n),
-        "us" => Duration::from_micros(n),
-        "ns" => Duration::from_nanos(n),
-        "s" => Duration::from_secs(n),
+    let n = num
+        .parse::<u128>()
+        .map_err(|_| format!("delay wants a number, got {num:?}"))?;
+    let per: u128 = match unit {
+        "" | "ms" => 1_000_000,
+        "us" => 1_000,
+        "ns" => 1,
+        "s" => NS_PER_S,
         _ => return Err(format!("unknown delay unit {unit:?} (ns, us, ms, s)")),
-    })
+    };
+    let too_long = || format!("delay {v:?} is too long");
+    let ns = n.checked_mul(per).ok_or_else(too_long)?;
+    let secs = u64::try_from(ns / NS_PER_S).map_err(|_| too_long())?;
+    // The remainder is below 10^9.
+    #[allow(clippy::cast_possible_truncation)]
+    let sub = (ns % NS_PER_S) as u32;
+    Ok(Duration::new(secs, sub))
 }
 
 fn parse_errno(v: &str) -> Result<i32, String> {
@@ -618,6 +655,9 @@ fn parse_selector(s: &str) -> Result<Selector, String> {
         return Ok(Selector::All);
     }
     if let Some(m) = s.strip_prefix("module=") {
+        if m.is_empty() {
+            return Err("`module=` wants a module path (e.g. module=sixfs::dev)".into());
+        }
         return Ok(Selector::Module(m.to_string()));
     }
     if let Some(c) = s.strip_prefix("class=") {
@@ -823,6 +863,47 @@ mod tests {
         assert!(!valid_name(":x"));
         assert!(!valid_name("a:"));
         assert!(!valid_name("a: b"));
+    }
+
+    #[test]
+    fn delays_list_in_a_unit_that_restores_them() {
+        for (d, text) in [
+            (Duration::from_nanos(500), "500ns"),
+            (Duration::from_nanos(1_500), "1500ns"),
+            (Duration::from_micros(20), "20us"),
+            (Duration::from_micros(1_500), "1500us"),
+            (Duration::from_millis(5), "5ms"),
+            (Duration::from_secs(2), "2s"),
+            (Duration::ZERO, "0s"),
+            (
+                Duration::new(u64::MAX, 1),
+                "18446744073709551615000000001ns",
+            ),
+        ] {
+            let m = FaultMode::on().with_action(Action::Delay(d));
+            assert_eq!(m.to_string(), format!("on delay={text}"));
+            assert_eq!(parse_duration(text), Ok(d), "{text}");
+        }
+        assert!(parse_duration("18446744073709551616s").is_err(), "too long");
+        assert!(parse_duration("99999999999999999999999999999999999999999s").is_err());
+        assert_eq!(
+            parse_duration("7"),
+            Ok(Duration::from_millis(7)),
+            "bare = ms"
+        );
+    }
+
+    #[test]
+    fn module_selector_matches_whole_components() {
+        assert!(module_within("sixfs::dev", "sixfs::dev"));
+        assert!(module_within("sixfs::dev::file", "sixfs::dev"));
+        assert!(module_within("sixfs::dev::file", "sixfs::dev::"));
+        assert!(module_within("sixfs::dev::file", "sixfs"));
+        assert!(!module_within("sixfs::devices", "sixfs::dev"));
+        assert!(!module_within("sixfs::devices::x", "sixfs::dev"));
+        assert!(!module_within("sixfs::dev", "sixfs::dev::file"));
+        assert!(!module_within("other::sixfs::dev", "sixfs::dev"));
+        assert!(parse("module= on").is_err());
     }
 
     #[test]

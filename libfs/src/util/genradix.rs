@@ -299,10 +299,18 @@ impl<T> Drop for GenRadix<T> {
 
 // ---- iteration ----
 
-/// Finds the allocated leaf with the smallest number ≥ `min` under `p` (a node with `level`
-/// interior levels covering leaves `base..base + FANOUT^level`), or the largest ≤ `max` when
+/// Finds the allocated leaf with the smallest number ≥ `bound` under `p` (a node with `level`
+/// interior levels covering leaves `base..base + FANOUT^level`), or the largest ≤ `bound` when
 /// `rev`. Bases are computed in u128 because the deepest tree's span exceeds u64.
-fn find_leaf(
+///
+/// # Safety
+///
+/// `p` must be null or a pointer loaded (with acquire ordering) from a root or child slot of a
+/// live tree, at the depth that `level` says (`level` interior levels below and including `p`;
+/// 0 = a leaf), and that tree must be neither cleared nor dropped while this call runs or while
+/// the returned leaf pointer is used (a shared borrow of the tree ensures both: `clear` and
+/// drop need `&mut`). Such a pointer is null or a fully built node that stays allocated.
+unsafe fn find_leaf(
     p: *mut (),
     level: usize,
     base: u128,
@@ -315,8 +323,8 @@ fn find_leaf(
     if level == 0 {
         return Some((base, p));
     }
-    // SAFETY: callers pass only published interior pointers of a tree borrowed for the
-    // duration of the iteration (see `get`).
+    // SAFETY: per the contract, a non-null `p` at `level ≥ 1` is a published, live `Interior`
+    // (slots only ever go from null to a fully built node, by a release CAS; see `get`).
     let node = unsafe { &*p.cast::<Interior>() };
     let child_span: u128 = 1u128 << ((level - 1) * SHIFT as usize);
     let rel = bound.saturating_sub(base) / child_span;
@@ -331,7 +339,10 @@ fn find_leaf(
         } else {
             bound.max(cb)
         };
-        find_leaf(child, level - 1, cb, b, rev)
+        // SAFETY: `child` was loaded with acquire from a slot of the live interior node `node`
+        // at `level`, so it is null or a published node with `level - 1` levels, of the same
+        // tree, which the caller keeps alive.
+        unsafe { find_leaf(child, level - 1, cb, b, rev) }
     };
     if rev {
         if bound < base {
@@ -349,15 +360,19 @@ fn find_leaf(
 impl<T> GenRadix<T> {
     fn next_leaf(&self, min: u128) -> Option<(u128, *mut ())> {
         let d0 = depth_of(u64::try_from(min).ok()?);
-        (d0..=MAX_DEPTH)
-            .find_map(|d| find_leaf(self.roots[d].load(Ordering::Acquire), d, 0, min, false))
+        (d0..=MAX_DEPTH).find_map(|d| {
+            // SAFETY: the root of tree `d` (null or a node with `d` interior levels), loaded
+            // with acquire; `&self` keeps the tree from being cleared or dropped.
+            unsafe { find_leaf(self.roots[d].load(Ordering::Acquire), d, 0, min, false) }
+        })
     }
 
     fn prev_leaf(&self, max: u128) -> Option<(u128, *mut ())> {
         let d0 = depth_of(u64::try_from(max).ok()?);
-        (0..=d0)
-            .rev()
-            .find_map(|d| find_leaf(self.roots[d].load(Ordering::Acquire), d, 0, max, true))
+        (0..=d0).rev().find_map(|d| {
+            // SAFETY: as in `next_leaf`.
+            unsafe { find_leaf(self.roots[d].load(Ordering::Acquire), d, 0, max, true) }
+        })
     }
 
     /// Every entry of every allocated leaf, in index order.
@@ -555,7 +570,8 @@ mod tests {
     }
 }
 
-/// Loom models: `RUSTFLAGS="--cfg loom" cargo test -p sixfs --release --lib -- sync:: util::`.
+/// Loom models, run as `scripts/test-all.sh` does (release build, debug assertions on):
+/// `RUSTFLAGS="--cfg loom -C debug-assertions=on" cargo test -p sixfs --release --lib -- sync:: util::`.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
