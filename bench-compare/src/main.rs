@@ -64,8 +64,11 @@ fn bench_sixfs(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
         .expect("open"),
     );
     format_device(&*dev, &FormatOptions::default()).expect("mkfs");
-    let s = Store::open(dev.clone() as Arc<dyn BlockDevice>, &StoreOptions::default())
-        .expect("open store");
+    let s = Store::open(
+        dev.clone() as Arc<dyn BlockDevice>,
+        &StoreOptions::default(),
+    )
+    .expect("open store");
     let bt = s.btree();
     let t = Instant::now();
     for chunk in keys.chunks(BATCH) {

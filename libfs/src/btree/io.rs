@@ -299,6 +299,7 @@ pub(crate) fn write_new_node(bt: &Btree, node: &Node, journal_seq: u64) -> Resul
 /// the structural change before its write lock, so no write of it is in flight when it dies.
 pub(crate) fn write_node(bt: &Btree, node: &Arc<Node>) -> Result<(), BtreeError> {
     bt.check_error()?;
+    crate::sync::six::held::assert_only_intent_held("writing a btree node");
     let io = node.io.lock();
     node.lock.lock_read();
     if node.is_dead() {

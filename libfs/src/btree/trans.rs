@@ -190,7 +190,7 @@ impl<'a> BtreeTrans<'a> {
                     None => {
                         let seq = cur.lock.seq();
                         cur.lock.unlock(cur_t);
-                        crate::sync::six::held::assert_none_held();
+                        crate::sync::six::held::assert_none_held("reading a btree node");
                         let n = io::read_node_raw(
                             &*bt.dev,
                             &bt.cfg,
@@ -625,6 +625,7 @@ impl<'a> BtreeTrans<'a> {
             Ok(Some(r)) => r,
             Ok(None) => {
                 unlock_all(&leaves);
+                crate::sync::six::held::assert_none_held("a commit waiting for journal space");
                 bt.journal.make_room(payload.len())?;
                 bt.note_durable();
                 return Err(TransError::Restart(RestartReason::JournalRes));

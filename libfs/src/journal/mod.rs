@@ -452,6 +452,9 @@ impl Journal {
     }
 
     fn make_room_for(&self, wait: Wait) -> Result<(), JournalError> {
+        // The waits below do IO and may need node writes (reclaim): no btree reader or
+        // writer may hold its lock across them (intent holders — structural changes — may).
+        crate::sync::six::held::assert_only_intent_held("waiting for journal space");
         match wait {
             Wait::Space => self.reclaim_space(),
             Wait::Lead => {

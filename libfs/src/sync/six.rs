@@ -869,6 +869,19 @@ pub mod held {
         }
     }
 
+    /// Panics (when [`ENABLED`]) if this thread holds a read or write lock on any SIX lock:
+    /// intent holds are allowed. For waits that a holder of intent locks may do (a btree
+    /// structural change writes nodes and waits for journal space under intents, which block
+    /// no reader) but nobody holding read or write may.
+    #[inline]
+    #[track_caller]
+    pub fn assert_only_intent_held(what: &str) {
+        if ENABLED && imp::count() != 0 && imp::locks().iter().any(|h| h.ty != SixLockType::Intent)
+        {
+            none_held_failed(what, std::panic::Location::caller());
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn none_held_failed(what: &str, at: &std::panic::Location<'_>) -> ! {
