@@ -7,14 +7,21 @@
 //! - a full ordered scan.
 //!
 //! sixfs runs on an image file (its journal and node writes really happen) with the default
-//! store options (node cache of 4,096 nodes); redb on a file with `Durability::None`. The
-//! engines run in alternation, two rounds each (`SIXFS_BENCH_ROUNDS` changes it), each in a
-//! fresh directory, and the best time of each is compared. Usage:
-//! `cargo run --release -p sixfs-bench-compare -- [N] [DIR]` (default N = 1,000,000; DIR, where
-//! the files go, is created if missing and defaults to the current directory).
+//! store options (node cache of 4,096 nodes); redb on a file with `Durability::None`.
+//!
+//! So that machine noise hits every engine alike, the engines take turns at fine grain:
+//! inserts run in alternation, one engine after the other, for `ROUNDS` rounds (each in a
+//! fresh directory; the best time of each engine counts); then, over the stores of the last
+//! round, lookups run in chunks of `CHUNK` keys, engine after engine, and the scan is repeated
+//! engine after engine, `ROUNDS` times; each engine's total time counts. `SIXFS_BENCH_ROUNDS`
+//! sets `ROUNDS` (default 3).
+//!
+//! Usage: `cargo run --release -p sixfs-bench-compare -- [N] [DIR]` (default N = 1,000,000;
+//! DIR, where the files go, is created if missing and defaults to the current directory).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +37,7 @@ use sixfs::recovery::{Store, StoreOptions};
 
 const TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("bench");
 const BATCH: usize = 1000;
+const CHUNK: usize = 20_000;
 
 fn value(k: u64) -> [u8; 16] {
     let mut v = [0u8; 16];
@@ -42,18 +50,27 @@ fn pos(k: u64) -> Pos {
     Pos::new(0, k, 0)
 }
 
-#[derive(Clone, Copy)]
-struct Times {
-    insert: Duration,
-    lookup: Duration,
-    scan: Duration,
+fn fail(what: &str, e: impl std::fmt::Display) -> ! {
+    eprintln!("sixfs-bench-compare: {what}: {e}");
+    std::process::exit(1);
 }
 
-fn bench_sixfs(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
-    let img = dir.join("sixfs.img");
-    FileDevice::create_image(&img, 8 << 30).expect("create image");
-    let dev = Arc::new(
-        FileDevice::open(
+/// The engines under test, each loaded with the same keys.
+trait Engine {
+    fn name(&self) -> &'static str;
+    fn lookup(&self, keys: &[u64]);
+    fn scan(&self) -> usize;
+}
+
+struct Sixfs {
+    store: Store,
+}
+
+impl Sixfs {
+    fn load(dir: &Path, keys: &[u64]) -> (Sixfs, Duration) {
+        let img = dir.join("sixfs.img");
+        FileDevice::create_image(&img, 8 << 30).unwrap_or_else(|e| fail("create image", e));
+        let dev = FileDevice::open(
             &img,
             &OpenOptions {
                 write: true,
@@ -61,153 +78,181 @@ fn bench_sixfs(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
                 exclusive: true,
             },
         )
-        .expect("open"),
-    );
-    format_device(&*dev, &FormatOptions::default()).expect("mkfs");
-    let s = Store::open(
-        dev.clone() as Arc<dyn BlockDevice>,
-        &StoreOptions::default(),
-    )
-    .expect("open store");
-    let bt = s.btree();
-    let t = Instant::now();
-    for chunk in keys.chunks(BATCH) {
-        bt.run(|tr| {
-            for &k in chunk {
-                tr.update(BtreeId::Extents, Key::cookie(pos(k), &value(k)))?;
-            }
-            Ok(())
+        .unwrap_or_else(|e| fail("open image", e));
+        let dev: Arc<dyn BlockDevice> = Arc::new(dev);
+        format_device(&*dev, &FormatOptions::default()).unwrap_or_else(|e| fail("mkfs", e));
+        let store = Store::open(dev, &StoreOptions::default()).unwrap_or_else(|e| fail("open", e));
+        let bt = store.btree();
+        let t = Instant::now();
+        for chunk in keys.chunks(BATCH) {
+            bt.run(|tr| {
+                for &k in chunk {
+                    tr.update(BtreeId::Extents, Key::cookie(pos(k), &value(k)))?;
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| fail("commit", e));
+        }
+        (Sixfs { store }, t.elapsed())
+    }
+}
+
+impl Engine for Sixfs {
+    fn name(&self) -> &'static str {
+        "sixfs"
+    }
+    fn lookup(&self, keys: &[u64]) {
+        let mut tr = self.store.btree().trans();
+        for &k in keys {
+            let v = tr
+                .get(BtreeId::Extents, pos(k))
+                .unwrap_or_else(|e| fail("get", e));
+            assert!(
+                v.is_some_and(|v| v.val[..8] == k.to_le_bytes()[..]),
+                "lookup of {k} failed"
+            );
+        }
+    }
+    fn scan(&self) -> usize {
+        let mut tr = self.store.btree().trans();
+        let (mut n, mut x) = (0usize, 0u64);
+        tr.scan(BtreeId::Extents, POS_MIN, POS_MAX, |k| {
+            n += 1;
+            x ^= k.pos.offset;
+            true
         })
-        .expect("commit");
-    }
-    let insert = t.elapsed();
-    let mut tr = bt.trans();
-    let t = Instant::now();
-    for &k in lookups {
-        let v = tr.get(BtreeId::Extents, pos(k)).expect("get");
-        assert!(
-            v.is_some_and(|v| v.val[..8] == k.to_le_bytes()[..]),
-            "lookup of {k} failed"
-        );
-    }
-    let lookup = t.elapsed();
-    let t = Instant::now();
-    let mut n = 0usize;
-    let mut x = 0u64;
-    tr.scan(BtreeId::Extents, POS_MIN, POS_MAX, |k| {
-        n += 1;
-        x ^= k.pos.offset;
-        true
-    })
-    .expect("scan");
-    let scan = t.elapsed();
-    assert_eq!(n, keys.len());
-    black_box(x);
-    s.close().expect("close");
-    Times {
-        insert,
-        lookup,
-        scan,
+        .unwrap_or_else(|e| fail("scan", e));
+        black_box(x);
+        n
     }
 }
 
-fn bench_redb(dir: &std::path::Path, keys: &[u64], lookups: &[u64]) -> Times {
-    let db = redb::Database::create(dir.join("redb.db")).expect("redb create");
-    let t = Instant::now();
-    for chunk in keys.chunks(BATCH) {
-        let mut tx = db.begin_write().expect("begin");
-        tx.set_durability(Durability::None).expect("durability");
-        {
-            let mut tab = tx.open_table(TABLE).expect("table");
+struct Redb {
+    db: redb::Database,
+}
+
+impl Redb {
+    fn load(dir: &Path, keys: &[u64]) -> (Redb, Duration) {
+        let db = redb::Database::create(dir.join("redb.db")).unwrap_or_else(|e| fail("redb", e));
+        let t = Instant::now();
+        for chunk in keys.chunks(BATCH) {
+            let mut tx = db.begin_write().unwrap_or_else(|e| fail("redb begin", e));
+            tx.set_durability(Durability::None)
+                .unwrap_or_else(|e| fail("redb durability", e));
+            {
+                let mut tab = tx
+                    .open_table(TABLE)
+                    .unwrap_or_else(|e| fail("redb table", e));
+                for &k in chunk {
+                    tab.insert(k, &value(k)[..])
+                        .unwrap_or_else(|e| fail("redb insert", e));
+                }
+            }
+            tx.commit().unwrap_or_else(|e| fail("redb commit", e));
+        }
+        (Redb { db }, t.elapsed())
+    }
+}
+
+impl Engine for Redb {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+    fn lookup(&self, keys: &[u64]) {
+        let rtx = self
+            .db
+            .begin_read()
+            .unwrap_or_else(|e| fail("redb read", e));
+        let tab = rtx
+            .open_table(TABLE)
+            .unwrap_or_else(|e| fail("redb table", e));
+        for &k in keys {
+            let v = tab.get(k).unwrap_or_else(|e| fail("redb get", e));
+            assert!(v.is_some_and(|v| v.value()[..8] == k.to_le_bytes()[..]));
+        }
+    }
+    fn scan(&self) -> usize {
+        let rtx = self
+            .db
+            .begin_read()
+            .unwrap_or_else(|e| fail("redb read", e));
+        let tab = rtx
+            .open_table(TABLE)
+            .unwrap_or_else(|e| fail("redb table", e));
+        let (mut n, mut x) = (0usize, 0u64);
+        for e in tab.iter().unwrap_or_else(|e| fail("redb iter", e)) {
+            let (k, _) = e.unwrap_or_else(|e| fail("redb entry", e));
+            x ^= k.value();
+            n += 1;
+        }
+        black_box(x);
+        n
+    }
+}
+
+struct Map {
+    m: BTreeMap<u64, [u8; 16]>,
+}
+
+impl Map {
+    fn load(keys: &[u64]) -> (Map, Duration) {
+        let mut m = BTreeMap::new();
+        let t = Instant::now();
+        for chunk in keys.chunks(BATCH) {
             for &k in chunk {
-                tab.insert(k, &value(k)[..]).expect("insert");
+                m.insert(k, value(k));
             }
         }
-        tx.commit().expect("commit");
-    }
-    let insert = t.elapsed();
-    let rtx = db.begin_read().expect("read");
-    let tab = rtx.open_table(TABLE).expect("table");
-    let t = Instant::now();
-    for &k in lookups {
-        let v = tab.get(k).expect("get");
-        assert!(v.is_some_and(|v| v.value()[..8] == k.to_le_bytes()[..]));
-    }
-    let lookup = t.elapsed();
-    let t = Instant::now();
-    let mut n = 0usize;
-    let mut x = 0u64;
-    for e in tab.iter().expect("iter") {
-        let (k, _) = e.expect("entry");
-        x ^= k.value();
-        n += 1;
-    }
-    let scan = t.elapsed();
-    assert_eq!(n, keys.len());
-    black_box(x);
-    Times {
-        insert,
-        lookup,
-        scan,
+        (Map { m }, t.elapsed())
     }
 }
 
-fn bench_btreemap(keys: &[u64], lookups: &[u64]) -> Times {
-    let mut m: BTreeMap<u64, [u8; 16]> = BTreeMap::new();
-    let t = Instant::now();
-    for chunk in keys.chunks(BATCH) {
-        for &k in chunk {
-            m.insert(k, value(k));
+impl Engine for Map {
+    fn name(&self) -> &'static str {
+        "BTreeMap"
+    }
+    fn lookup(&self, keys: &[u64]) {
+        for &k in keys {
+            assert!(
+                self.m
+                    .get(&k)
+                    .is_some_and(|v| v[..8] == k.to_le_bytes()[..])
+            );
         }
     }
-    let insert = t.elapsed();
-    let t = Instant::now();
-    for &k in lookups {
-        assert!(m.get(&k).is_some_and(|v| v[..8] == k.to_le_bytes()[..]));
-    }
-    let lookup = t.elapsed();
-    let t = Instant::now();
-    let mut x = 0u64;
-    for k in m.keys() {
-        x ^= *k;
-    }
-    let scan = t.elapsed();
-    black_box(x);
-    Times {
-        insert,
-        lookup,
-        scan,
+    fn scan(&self) -> usize {
+        let mut x = 0u64;
+        for k in self.m.keys() {
+            x ^= *k;
+        }
+        black_box(x);
+        self.m.len()
     }
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let n: usize = args
-        .next()
-        .map(|a| a.parse().expect("N is a number"))
-        .unwrap_or(1_000_000);
+    let n: usize = match args.next() {
+        None => 1_000_000,
+        Some(a) => a
+            .parse()
+            .unwrap_or_else(|e| fail(&format!("N {a:?} is not a number"), e)),
+    };
     let base = args
         .next()
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::current_dir().expect("cwd"));
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|e| fail("cwd", e)));
     if let Err(e) = std::fs::create_dir_all(&base) {
-        eprintln!("sixfs-bench-compare: cannot create {}: {e}", base.display());
-        std::process::exit(1);
+        fail(&format!("cannot create {}", base.display()), e);
     }
     let rounds: usize = std::env::var("SIXFS_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(2)
+        .unwrap_or(3)
         .max(1);
-    let fresh = || match tempfile::tempdir_in(&base) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!(
-                "sixfs-bench-compare: cannot make a directory in {}: {e}",
-                base.display()
-            );
-            std::process::exit(1);
-        }
+    let fresh = || {
+        tempfile::tempdir_in(&base)
+            .unwrap_or_else(|e| fail(&format!("cannot make a directory in {}", base.display()), e))
     };
     let mut rng = SmallRng::seed_from_u64(42);
     let mut keys: Vec<u64> = (0..n).map(|_| rng.r#gen()).collect();
@@ -217,57 +262,71 @@ fn main() {
     let mut lookups = keys.clone();
     lookups.shuffle(&mut rng);
 
-    let best = |a: Option<Times>, b: Times| match a {
-        None => b,
-        Some(a) => Times {
-            insert: a.insert.min(b.insert),
-            lookup: a.lookup.min(b.lookup),
-            scan: a.scan.min(b.scan),
-        },
-    };
-    let (mut six, mut redb, mut map) = (None, None, None);
+    // Inserts: engines in alternation, a fresh store each round; the last round's stores stay.
+    let mut insert = [Duration::MAX; 3];
+    let mut last = None;
     for _ in 0..rounds {
-        six = Some(best(six, bench_sixfs(fresh().path(), &keys, &lookups)));
-        if std::env::var_os("SIXFS_BENCH_ONLY").is_some() {
-            continue;
+        drop(last.take());
+        let (d1, d2) = (fresh(), fresh());
+        let (six, t0) = Sixfs::load(d1.path(), &keys);
+        let (redb, t1) = Redb::load(d2.path(), &keys);
+        let (map, t2) = Map::load(&keys);
+        for (best, t) in insert.iter_mut().zip([t0, t1, t2]) {
+            *best = (*best).min(t);
         }
-        redb = Some(best(redb, bench_redb(fresh().path(), &keys, &lookups)));
-        map = Some(best(map, bench_btreemap(&keys, &lookups)));
+        last = Some((six, redb, map, d1, d2));
     }
-    let (Some(six), Some(redb), Some(map)) = (six, redb, map) else {
-        if let Some(six) = six {
-            println!(
-                "sixfs only: insert {:?} lookup {:?} scan {:?}",
-                six.insert, six.lookup, six.scan
-            );
-        }
+    let Some((six, redb, map, _d1, _d2)) = last else {
         return;
     };
+    let engines: [&dyn Engine; 3] = [&six, &redb, &map];
 
-    let n = keys.len() as f64;
-    let rate = |d: Duration| n / d.as_secs_f64();
+    // Lookups and scans: engines take turns chunk by chunk.
+    let mut lookup = [Duration::ZERO; 3];
+    let mut scan = [Duration::ZERO; 3];
+    for _ in 0..rounds {
+        for chunk in lookups.chunks(CHUNK) {
+            for (e, total) in engines.iter().zip(lookup.iter_mut()) {
+                let t = Instant::now();
+                e.lookup(chunk);
+                *total += t.elapsed();
+            }
+        }
+        for (e, total) in engines.iter().zip(scan.iter_mut()) {
+            let t = Instant::now();
+            let got = e.scan();
+            *total += t.elapsed();
+            assert_eq!(got, keys.len(), "{} scanned {got} keys", e.name());
+        }
+    }
+
+    let nk = keys.len() as f64;
+    let per = |d: Duration, reps: usize| nk * reps as f64 / d.as_secs_f64();
     println!(
-        "{} random u64 keys, 16-byte values, {BATCH} keys per commit (one run, best of {rounds} alternating rounds)",
+        "{} random u64 keys, 16-byte values, {BATCH} keys per commit; {rounds} rounds (inserts: best round; lookups in turns of {CHUNK} keys and scans: all rounds)",
         keys.len()
     );
     println!(
         "{:<10} {:>14} {:>14} {:>14} {:>12} {:>12}",
         "workload", "sixfs ops/s", "redb ops/s", "BTreeMap ops/s", "vs redb", "vs BTreeMap"
     );
-    for (name, a, b, c) in [
-        ("insert", six.insert, redb.insert, map.insert),
-        ("lookup", six.lookup, redb.lookup, map.lookup),
-        ("scan", six.scan, redb.scan, map.scan),
+    for (name, t, reps) in [
+        ("insert", insert, 1),
+        ("lookup", lookup, rounds),
+        ("scan", scan, rounds),
     ] {
         println!(
             "{:<10} {:>14.0} {:>14.0} {:>14.0} {:>11.2}x {:>11.2}x",
             name,
-            rate(a),
-            rate(b),
-            rate(c),
-            b.as_secs_f64() / a.as_secs_f64(),
-            c.as_secs_f64() / a.as_secs_f64()
+            per(t[0], reps),
+            per(t[1], reps),
+            per(t[2], reps),
+            t[1].as_secs_f64() / t[0].as_secs_f64(),
+            t[2].as_secs_f64() / t[0].as_secs_f64()
         );
     }
     println!("(ratios are sixfs throughput / peer throughput: above 1.00x sixfs is faster)");
+    if let Err(e) = six.store.close() {
+        fail("close", e);
+    }
 }

@@ -112,10 +112,7 @@ fn new_node(
     set: KeySet,
 ) -> Result<Arc<Node>, BtreeError> {
     let addr = alloc_addr(bt)?;
-    let ws = WriteState {
-        sealed: 1,
-        ..WriteState::default()
-    };
+    let ws = WriteState::default();
     Ok(Arc::new(Node::new(
         btree,
         level,

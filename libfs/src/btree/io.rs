@@ -7,8 +7,8 @@
 //! Entries whose journal seq is blacklisted (written ahead of a journal that never became
 //! durable) are skipped, but still occupy their space.
 //!
-//! Writing appends one entry holding every unwritten key; the keys are sealed under the node's
-//! read lock and the IO happens after it is released. The node's journal pin moves to the
+//! Writing appends one entry holding every unwritten key; the node's unwritten log is taken
+//! under its read lock and the IO happens after it is released. The node's journal pin moves to the
 //! write in flight and is released when the write completes.
 
 use std::sync::Arc;
@@ -170,12 +170,7 @@ pub(crate) fn read_node_raw(
     }
     let refs: Vec<&KeySet> = sets.iter().collect();
     let merged = KeySet::merge(&refs, true);
-    let ws = WriteState {
-        sealed: 1,
-        disk_bytes: off as u64,
-        written_bytes: off as u64,
-        ..WriteState::default()
-    };
+    let ws = WriteState::on_disk(off as u64);
     Ok(Node::new(
         btree,
         level,
@@ -276,10 +271,9 @@ pub(crate) fn write_new_node(bt: &Btree, node: &Node, journal_seq: u64) -> Resul
             });
         }
         let mut ws = node.ws.lock();
-        ws.sealed = d.sets.len();
+        debug_assert!(!ws.has_unwritten(), "a new node has nothing unwritten");
         ws.disk_bytes = buf.len() as u64;
         ws.written_bytes = buf.len() as u64;
-        ws.unwritten_bytes = 0;
         Ok(buf)
     })();
     node.lock.unlock_read();
@@ -307,13 +301,12 @@ pub(crate) fn write_node(bt: &Btree, node: &Arc<Node>) -> Result<(), BtreeError>
         return Ok(());
     }
     let sealed = (|| {
-        let d = node.data();
         let mut ws = node.ws.lock();
-        if ws.sealed >= d.sets.len() {
+        if !ws.has_unwritten() {
             return Ok(None);
         }
-        let refs: Vec<&KeySet> = d.sets[ws.sealed..].iter().collect();
-        let set = KeySet::merge(&refs, false);
+        // The log stays until the entry is built: an error leaves it in place.
+        let set = ws.unwritten_set();
         let mut keys = Vec::with_capacity(set.live_bytes());
         set.encode_into(&mut keys);
         let offset = ws.disk_bytes;
@@ -353,10 +346,9 @@ pub(crate) fn write_node(bt: &Btree, node: &Arc<Node>) -> Result<(), BtreeError>
                 ),
             ));
         }
-        ws.sealed = d.sets.len();
+        drop(ws.take_unwritten());
         ws.disk_bytes = offset + buf.len() as u64;
         ws.inflight_pin = ws.unwritten_pin.take();
-        ws.unwritten_bytes = 0;
         ws.unwritten_max_seq = 0;
         Ok(Some((buf, offset)))
     })();

@@ -1,24 +1,31 @@
 //! In-memory btree nodes.
 //!
 //! A node's identity (btree, level, key range, disk address, node seq) never changes: a
-//! structural change (split, merge, compaction) makes new nodes and kills the old one. Its
-//! keys live in a few sorted [`KeySet`]s, oldest first; for a position in several sets the
-//! newest wins, and a `deleted` key hides older versions.
+//! structural change (split, merge, compaction) makes new nodes and kills the old one.
+//!
+//! Two structures, kept apart so each can be shaped for its job:
+//! - the **lookup sets** ([`NodeData`]): every key of the node, in at most three sorted
+//!   [`KeySet`]s, oldest first (a base, maybe a middle set, and a small insert set, so
+//!   inserts stay cheap); for a position in several sets the newest wins, and a `deleted`
+//!   key hides older versions. They can be merged into one at any time (what is on disk does
+//!   not depend on them): by an insert once the newer sets reach a quarter of the base, and
+//!   by a reader once the node has been read [`READ_HOT`] times since it last changed;
+//! - the **unwritten log** (in [`WriteState`]): the key records added since the node was last
+//!   written, in arrival order. A node write sorts it, keeps the newest version of each
+//!   position (whiteouts included) and appends that as one entry. Its journal pin is
+//!   `ws.unwritten_pin`.
 //!
 //! Locking contract (enforced with `debug_assert!`s):
-//! - the key sets ([`NodeData`]) are read under the node's SIX lock held for read or intent,
-//!   and changed only under the write lock (which requires intent);
+//! - the lookup sets are read under the node's SIX lock held for read or intent, and changed
+//!   only under the write lock (which requires intent);
 //! - write bookkeeping ([`WriteState`]) is under its own mutex, so a node writer holding only
-//!   a read lock can seal the unwritten sets; a sealed set is never changed again;
-//! - `io` serialises writes of one node; it is taken after the SIX lock (never the other way
-//!   round) and held without any SIX lock only during the device IO.
-//!
-//! Sets `[0, ws.sealed)` are written (or being written); sets from `ws.sealed` on hold keys
-//! that are not on disk yet and are pinned in the journal by `ws.unwritten_pin`.
+//!   a read lock can take the unwritten log;
+//! - `io` serialises writes of one node; it is taken before the SIX lock (never the other way
+//!   round) and held across the device IO, after the SIX lock is released.
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
@@ -28,46 +35,128 @@ use crate::format::btree_id::BtreeId;
 use crate::format::btree_ptr::BtreePtr;
 use crate::sync::six::SixLock;
 
-/// Largest insert set before it is merged into the older unwritten set.
+/// Largest insert set before it is merged into the middle set.
 const INSERT_SET_MAX: usize = 512;
+/// Lookups of a multi-set leaf since it last changed after which a reader merges its sets.
+pub(crate) const READ_HOT: u32 = 256;
 
-/// The key sets of a node.
+/// The lookup sets of a node.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub(crate) struct NodeData {
+    /// Oldest first: the base, then (maybe) a middle set and the insert set.
     pub(crate) sets: Vec<KeySet>,
     /// Encoded bytes of the live keys (newest versions, whiteouts excluded): how full the node
     /// would be if rewritten. Kept exact on insert; used to find underfull nodes to merge.
     pub(crate) live_bytes: usize,
-    /// A filter over every key in `sets[recent_from..]` (the sets inserted into since the
-    /// node was last written): one check rules out all of them for a lookup.
+    /// A filter over every key in `sets[1..]`: one check rules them all out for a lookup.
     recent: Bloom,
-    recent_from: usize,
+    /// Lookups since the sets last changed (a hint for merging them on read).
+    pub(crate) reads: AtomicU32,
 }
 
 /// Write bookkeeping of a node.
 #[derive(Debug, Default)]
 pub(crate) struct WriteState {
-    /// Sets `[0, sealed)` are written or being written.
-    pub(crate) sealed: usize,
+    /// Key records added since the node was last written, in arrival order.
+    log: Vec<u8>,
+    /// Position and offset in `log` of each record, in arrival order.
+    log_ents: Vec<(Pos, u32)>,
+    /// `log.len()` right after it was last deduplicated (0: never).
+    log_deduped: usize,
     /// Bytes of the node used on disk, including a write in flight.
     pub(crate) disk_bytes: u64,
     /// Bytes actually written (completed).
     pub(crate) written_bytes: u64,
-    /// Encoded bytes of keys in unsealed sets (an upper bound of the next entry's keys).
-    pub(crate) unwritten_bytes: usize,
-    /// Journal pin held for unsealed keys: the oldest seq among them.
+    /// Journal pin held for the unwritten log: the oldest seq in it.
     pub(crate) unwritten_pin: Option<u64>,
-    /// Newest journal seq among unsealed keys.
+    /// Newest journal seq in the unwritten log.
     pub(crate) unwritten_max_seq: u64,
-    /// Journal pin held for sealed keys whose write is in flight.
+    /// Journal pin held for keys whose write is in flight.
     pub(crate) inflight_pin: Option<u64>,
 }
 
 impl WriteState {
+    /// The state of a node read from disk, `bytes` of it in use and written.
+    pub(crate) fn on_disk(bytes: u64) -> WriteState {
+        WriteState {
+            disk_bytes: bytes,
+            written_bytes: bytes,
+            ..WriteState::default()
+        }
+    }
+
     /// Whether the node has keys not yet on disk.
     pub(crate) fn is_dirty(&self) -> bool {
         self.unwritten_pin.is_some() || self.inflight_pin.is_some()
+    }
+
+    /// Bytes the unwritten records take: at least what the next entry's keys will take.
+    pub(crate) fn unwritten_bytes(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Whether there is anything to write.
+    pub(crate) fn has_unwritten(&self) -> bool {
+        !self.log_ents.is_empty()
+    }
+
+    /// Appends a key record to the unwritten log.
+    pub(crate) fn log_key(&mut self, k: &KeyRef<'_>) {
+        let off = u32::try_from(self.log.len()).unwrap_or(u32::MAX);
+        crate::format::bkey::encode_key(&mut self.log, k.pos, k.typ, k.size, k.val);
+        self.log_ents.push((k.pos, off));
+    }
+
+    /// Drops overwritten records from the log if it grew since it was last deduplicated (so
+    /// a node overwritten again and again does not look fuller than it is). Returns whether
+    /// that shrank it. O(log) — amortised by only running once the log has grown.
+    pub(crate) fn dedup_log(&mut self) -> bool {
+        if self.log.len() <= self.log_deduped {
+            return false;
+        }
+        let before = self.log.len();
+        let set = self.unwritten_set();
+        self.log.clear();
+        self.log_ents.clear();
+        for k in set.iter() {
+            self.log_key(&k);
+        }
+        self.log_deduped = self.log.len();
+        self.log.len() < before
+    }
+
+    /// The unwritten keys: sorted, newest version of each position, whiteouts kept.
+    pub(crate) fn unwritten_set(&self) -> KeySet {
+        let mut order: Vec<usize> = (0..self.log_ents.len()).collect();
+        // Stable: for equal positions arrival order is kept, and the last one wins.
+        order.sort_by_key(|&i| self.log_ents[i].0);
+        let mut set = KeySet::with_capacity(order.len(), self.log.len());
+        for (n, &i) in order.iter().enumerate() {
+            let (pos, off) = self.log_ents[i];
+            if order.get(n + 1).is_some_and(|&j| self.log_ents[j].0 == pos) {
+                continue;
+            }
+            // The records were encoded by `log_key`: they decode.
+            if let Some(Ok((k, _))) = self
+                .log
+                .get(off as usize..)
+                .map(crate::format::bkey::decode_key)
+            {
+                set.push_sorted(&k);
+            }
+        }
+        set.finish();
+        set
+    }
+
+    /// Takes the unwritten keys for a node write (the log starts over).
+    pub(crate) fn take_unwritten(&mut self) -> KeySet {
+        let set = self.unwritten_set();
+        self.log = Vec::new();
+        self.log_ents = Vec::new();
+        self.log_deduped = 0;
+        set
     }
 }
 
@@ -220,29 +309,29 @@ impl NodeData {
             sets: vec![set],
             live_bytes,
             recent: Bloom::default(),
-            recent_from: 1,
+            reads: AtomicU32::new(0),
         }
     }
 
     /// The newest version of `pos` (whiteouts included).
     #[inline]
     pub(crate) fn get_raw(&self, pos: Pos) -> Option<KeyRef<'_>> {
-        let (oldest, newer) = self.sets.split_first()?;
-        let covered = self.recent_from.saturating_sub(1).min(newer.len());
-        let (older, recent) = newer.split_at(covered);
-        if self.recent.may_contain(pos) {
-            for s in recent.iter().rev() {
+        let (base, newer) = self.sets.split_first()?;
+        if !newer.is_empty() && self.recent.may_contain(pos) {
+            for s in newer.iter().rev() {
                 if let Some(i) = s.find(pos) {
                     return s.key(i);
                 }
             }
         }
-        for s in older.iter().rev() {
-            if let Some(i) = s.find(pos) {
-                return s.key(i);
-            }
-        }
-        oldest.find_unfiltered(pos).and_then(|i| oldest.key(i))
+        base.find_unfiltered(pos).and_then(|i| base.key(i))
+    }
+
+    /// Counts a lookup; true when the sets should be merged for readers (several sets, read
+    /// [`READ_HOT`] times since the last change).
+    #[inline]
+    pub(crate) fn note_lookup(&self) -> bool {
+        self.sets.len() > 1 && self.reads.fetch_add(1, Ordering::Relaxed) + 1 == READ_HOT
     }
 
     /// The live value at `pos`.
@@ -340,10 +429,11 @@ impl NodeData {
         KeySet::merge(&refs, true)
     }
 
-    /// Inserts `k` into the unsealed insert set, starting one if needed, and keeps the number
-    /// of sets small by merging. Returns the change in unwritten bytes.
-    /// Caller holds the write lock and the write-state mutex (`ws`).
-    pub(crate) fn insert(&mut self, k: &KeyRef<'_>, ws: &mut WriteState) {
+    /// Inserts `k` into the lookup sets: into the insert set, which is merged into the middle
+    /// set when full; the newer sets are merged into the base once the middle set reaches a
+    /// quarter of the base (so each key is copied a few times, not once per insert). The
+    /// caller holds the write lock, and logs `k` as unwritten separately.
+    pub(crate) fn insert(&mut self, k: &KeyRef<'_>) {
         // Exact: an overwrite that only added would let a node that lost most of its keys
         // (an interior node after merges below it: each merge deletes one pointer and
         // overwrites another) look full forever, so it would never merge and the tree
@@ -355,66 +445,52 @@ impl NodeData {
             k.encoded_len()
         };
         self.live_bytes = (self.live_bytes + new).saturating_sub(old);
-        if self.sets.len() == ws.sealed {
-            // Everything so far is sealed: the recent-keys filter starts over with this set.
+        self.reads.store(0, Ordering::Relaxed);
+        if self.sets.is_empty() {
+            self.sets.push(KeySet::new());
+        }
+        if self.sets.len() == 1 {
             self.recent = Bloom::with_keys(INSERT_SET_MAX);
-            self.recent_from = self.sets.len();
             self.sets.push(KeySet::new());
         } else if self.sets.last().is_some_and(|s| s.len() >= INSERT_SET_MAX) {
-            // Merge the unsealed sets into one and start a fresh insert set.
-            if self.sets.len() - ws.sealed >= 2 {
+            if self.sets.len() >= 3 {
                 let n = self.sets.len();
                 let merged = KeySet::merge(&[&self.sets[n - 2], &self.sets[n - 1]], false);
                 self.sets.truncate(n - 2);
                 self.sets.push(merged);
-                ws.unwritten_bytes = self.sets_bytes_from(ws.sealed);
+            }
+            if self.sets[1].len() * 4 >= self.sets[0].len() {
+                self.compact();
+                self.recent = Bloom::with_keys(INSERT_SET_MAX);
             }
             self.sets.push(KeySet::new());
         }
-        let set = self.sets.last_mut();
-        if let Some(set) = set {
-            let replaced = set.insert(k);
-            ws.unwritten_bytes += k.encoded_len();
-            if let Some(r) = replaced {
-                ws.unwritten_bytes -= r;
-            }
+        if let Some(set) = self.sets.last_mut() {
+            set.insert(k);
         }
         if self.recent.full() {
-            let n: usize = self.sets[self.recent_from.min(self.sets.len())..]
-                .iter()
-                .map(KeySet::len)
-                .sum();
+            let n: usize = self.sets[1..].iter().map(KeySet::len).sum();
             self.recent = Bloom::with_keys(2 * n + 1);
-            for s in &self.sets[self.recent_from.min(self.sets.len())..] {
+            for s in &self.sets[1..] {
                 for e in s.iter() {
                     self.recent.add(e.pos);
                 }
             }
         }
         self.recent.add(k.pos);
-        self.compact_sealed(ws);
+        debug_assert!(self.sets.len() <= 3);
     }
 
-    fn sets_bytes_from(&self, from: usize) -> usize {
-        self.sets
-            .get(from..)
-            .map_or(0, |s| s.iter().map(KeySet::live_bytes).sum())
-    }
-
-    /// Keeps one sealed set: merges all sealed sets into one.
-    pub(crate) fn compact_sealed(&mut self, ws: &mut WriteState) {
-        // One sealed set: lookups then search at most three sets (sealed, merged unsealed,
-        // insert set). Merging costs O(keys) once per node write, which is rare.
-        if ws.sealed >= 2 {
-            let refs: Vec<&KeySet> = self.sets[..ws.sealed].iter().collect();
-            // These are the oldest sets: whiteouts have nothing older left to hide.
+    /// Merges every set into one base (whiteouts dropped: the base holds every key of the
+    /// node). The caller holds the write lock.
+    pub(crate) fn compact(&mut self) {
+        if self.sets.len() > 1 {
+            let refs: Vec<&KeySet> = self.sets.iter().collect();
             let merged = KeySet::merge(&refs, true);
-            self.sets.splice(..ws.sealed, [merged]);
-            // The filter covers only sets after the sealed ones (reset when they were started).
-            debug_assert!(self.recent_from >= ws.sealed || self.recent_from >= self.sets.len());
-            self.recent_from = self.recent_from.saturating_sub(ws.sealed - 1).max(1);
-            ws.sealed = 1;
+            self.sets = vec![merged];
+            self.recent = Bloom::default();
         }
+        self.reads.store(0, Ordering::Relaxed);
     }
 }
 
@@ -428,33 +504,48 @@ mod tests {
 
     proptest! {
         #[test]
-        fn node_data_matches_a_btreemap_across_seals(
-            ops in proptest::collection::vec((0u64..200, 0u8..4), 0..3000),
+        fn lookup_sets_and_unwritten_log_match_models(
+            ops in proptest::collection::vec((0u64..200, 0u8..7), 0..3000),
         ) {
             let mut d = NodeData::default();
             let mut ws = WriteState::default();
             let mut m: BTreeMap<Pos, Key> = BTreeMap::new();
+            let mut since_write: BTreeMap<Pos, Key> = BTreeMap::new();
             for (i, (p, op)) in ops.into_iter().enumerate() {
                 let pos = Pos::new(p, 0, 0);
                 match op {
                     0 => {
                         let k = Key::deleted(pos);
-                        d.insert(&k.as_ref(), &mut ws);
+                        d.insert(&k.as_ref());
+                        ws.log_key(&k.as_ref());
                         m.remove(&pos);
+                        since_write.insert(pos, k);
                     }
-                    3 => {
-                        // "Write" the node: seal every set.
-                        ws.sealed = d.sets.len();
-                        ws.unwritten_bytes = 0;
-                        d.compact_sealed(&mut ws);
+                    4 => {
+                        // A node write takes the unwritten keys: newest version per position.
+                        let got: Vec<Key> = ws.take_unwritten().iter().map(|k| k.to_owned()).collect();
+                        prop_assert_eq!(&got, &since_write.values().cloned().collect::<Vec<_>>());
+                        since_write.clear();
+                        prop_assert!(!ws.has_unwritten());
+                        prop_assert_eq!(ws.unwritten_bytes(), 0);
+                    }
+                    5 => d.compact(),
+                    6 => {
+                        ws.dedup_log();
+                        let want: usize = since_write.values().map(Key::encoded_len).sum();
+                        prop_assert_eq!(ws.unwritten_bytes(), want);
                     }
                     _ => {
                         let k = Key::cookie(pos, &(i as u32).to_le_bytes());
-                        d.insert(&k.as_ref(), &mut ws);
-                        m.insert(pos, k);
+                        d.insert(&k.as_ref());
+                        ws.log_key(&k.as_ref());
+                        m.insert(pos, k.clone());
+                        since_write.insert(pos, k);
                     }
                 }
-                prop_assert!(d.sets.len() <= ws.sealed + 2 && ws.sealed <= 2, "{} sets, {} sealed", d.sets.len(), ws.sealed);
+                prop_assert!(d.sets.len() <= 3, "{} sets", d.sets.len());
+                let want: usize = since_write.values().map(Key::encoded_len).sum();
+                prop_assert!(ws.unwritten_bytes() >= want, "the log under-counts");
             }
             prop_assert_eq!(d.live_bytes, d.live_set().live_bytes());
             let live: Vec<Key> = d.live_set().iter().map(|k| k.to_owned()).collect();
@@ -468,5 +559,22 @@ mod tests {
                 prop_assert_eq!(d.seek_le(pos).map(|k| k.to_owned()), le);
             }
         }
+    }
+
+    #[test]
+    fn a_hot_multi_set_node_asks_to_be_merged_once() {
+        let mut d = NodeData::default();
+        for i in 0..600u64 {
+            d.insert(&Key::cookie(Pos::new(i, 0, 0), b"v").as_ref());
+        }
+        assert!(d.sets.len() > 1);
+        let asks = (0..3 * READ_HOT).filter(|_| d.note_lookup()).count();
+        assert_eq!(asks, 1, "asked {asks} times");
+        d.compact();
+        assert_eq!(d.sets.len(), 1);
+        assert!(
+            !(0..3 * READ_HOT).any(|_| d.note_lookup()),
+            "a one-set node never asks"
+        );
     }
 }

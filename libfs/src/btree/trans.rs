@@ -275,9 +275,14 @@ impl<'a> BtreeTrans<'a> {
             return Ok((!k.is_deleted()).then(|| k.clone()));
         }
         let leaf = Self::traverse(self.bt, btree, pos, 0, SixLockType::Read)?;
-        let r = leaf.data().get(pos).map(|k| k.to_owned());
+        let d = leaf.data();
+        let r = d.get(pos).map(|k| k.to_owned());
+        let hot = d.note_lookup();
         self.note_read(&leaf);
         leaf.lock.unlock_read();
+        if hot {
+            merge_for_readers(&leaf);
+        }
         Ok(r)
     }
 
@@ -359,9 +364,13 @@ impl<'a> BtreeTrans<'a> {
                 d.seek_le(pos)
             }
             .map(|k| k.to_owned());
+            let hot = d.note_lookup();
             let seq = leaf.lock.seq();
             self.note_read(&leaf);
             leaf.lock.unlock_read();
+            if hot {
+                merge_for_readers(&leaf);
+            }
             match found {
                 Some(k) => {
                     it.leaf = Some((leaf, seq));
@@ -494,10 +503,15 @@ impl<'a> BtreeTrans<'a> {
         let mut pos = start;
         loop {
             let leaf = Self::traverse(self.bt, btree, pos, 0, SixLockType::Read)?;
-            let stop = leaf.data().for_each_from(pos, end, &mut f);
+            let d = leaf.data();
+            let stop = d.for_each_from(pos, end, &mut f);
+            let hot = d.note_lookup();
             let next = leaf.max.successor();
             self.note_read(&leaf);
             leaf.lock.unlock_read();
+            if hot {
+                merge_for_readers(&leaf);
+            }
             if stop || leaf.max >= end {
                 return Ok(());
             }
@@ -722,26 +736,45 @@ impl<'a> BtreeTrans<'a> {
     }
 }
 
+/// Merges a read-hot leaf's lookup sets into one (the unwritten log is untouched, so what is
+/// written is the same), if its intent lock is free right now: the caller holds no lock.
+/// The write lock only waits for readers, who never block holding a lock.
+fn merge_for_readers(leaf: &Node) {
+    if !leaf.lock.try_lock_intent() {
+        return; // a commit is about to change it anyway
+    }
+    if !leaf.is_dead() {
+        leaf.lock.lock_write();
+        leaf.data_mut().compact();
+        leaf.lock.unlock_write();
+    }
+    leaf.lock.unlock_intent();
+}
+
 /// Whether `bytes` more key bytes fit in `node`, which the caller holds intent on (so
 /// nobody else inserts into it): the keys already unwritten and the new ones must fit after
 /// what is on disk even if the node is written between this check and the insert (journal
 /// reclaim writes nodes under a read lock): the unwritten keys then take an entry of their
 /// own, and the new ones the next.
 pub(crate) fn fits(bt: &Btree, node: &Node, bytes: usize) -> bool {
-    let ws = node.ws.lock();
+    let mut ws = node.ws.lock();
     let bs = bt.cfg.block_size as usize;
-    let pending = match ws.unwritten_bytes {
-        0 => 0,
-        u => entry_disk_bytes(u, bs) as u64,
+    let ok = |ws: &super::node::WriteState| {
+        let pending = match ws.unwritten_bytes() {
+            0 => 0,
+            u => entry_disk_bytes(u, bs) as u64,
+        };
+        ws.disk_bytes + pending + entry_disk_bytes(bytes, bs) as u64 <= u64::from(bt.cfg.node_size)
     };
-    ws.disk_bytes + pending + entry_disk_bytes(bytes, bs) as u64 <= u64::from(bt.cfg.node_size)
+    // The log counts overwritten records until it is deduplicated: do that before saying no.
+    ok(&ws) || (ws.dedup_log() && ok(&ws))
 }
 
 /// Whether `bytes` more key bytes fit in `node` as it is now (write-locked by the caller, so
 /// no node write can start): what an insert needs.
 pub(crate) fn room_now(bt: &Btree, node: &Node, bytes: usize) -> bool {
     let ws = node.ws.lock();
-    let need = entry_disk_bytes(ws.unwritten_bytes + bytes, bt.cfg.block_size as usize) as u64;
+    let need = entry_disk_bytes(ws.unwritten_bytes() + bytes, bt.cfg.block_size as usize) as u64;
     ws.disk_bytes + need <= u64::from(bt.cfg.node_size)
 }
 
@@ -774,7 +807,8 @@ pub(crate) fn insert_keys_at<'k>(
     for k in keys {
         debug_assert!(node.covers(k.pos));
         debug_assert!(k.encoded_len() >= KEY_HEADER_BYTES);
-        d.insert(&k, &mut ws);
+        d.insert(&k);
+        ws.log_key(&k);
     }
     note_unwritten(bt, node, &mut ws, min_seq, max_seq);
 }
