@@ -269,12 +269,7 @@ fn enumerate(seed: u64, t: &Tier) -> (usize, usize) {
             Some((_, n)) => n,
             None => 0, // still clean: nothing was committed yet
         };
-        let required = acks
-            .iter()
-            .filter(|(f, _)| *f <= pt.epoch as u64)
-            .map(|a| a.1)
-            .max()
-            .unwrap_or(0);
+        let required = required_seq(&acks, pt.epoch);
         assert!(
             n >= required,
             "seed {seed}, crash point {pt}: recovered to seq {n}, but seq {required} was acknowledged durable"

@@ -125,19 +125,13 @@ fn concurrent_commits_and_flushes_recover_to_a_seq_prefix() {
         let r = sixfs::btree::check::check(s.btree()).unwrap();
         assert!(r.ok(), "crash point {pt}: {}", r.problems.join("\n"));
         let n = s.recovery().replayed.map_or(0, |(_, n)| n);
-        let required = acks
-            .iter()
-            .filter(|(f, _)| *f <= pt.epoch as u64)
-            .map(|a| a.1)
-            .max()
-            .unwrap_or(0);
+        let required = required_seq(&acks, pt.epoch);
         assert!(
             n >= required,
             "crash point {pt}: recovered to seq {n}, but seq {required} was acknowledged durable"
         );
         let mut want = Model::new();
-        for (seq, _, _, ops) in history.iter().filter(|h| h.0 <= n) {
-            let _ = seq;
+        for (_, _, _, ops) in history.iter().filter(|h| h.0 <= n) {
             for (p, v) in ops {
                 match v {
                     Some(v) => want.insert(*p, v.clone()),

@@ -131,6 +131,20 @@ where
 }
 
 /// A scratch directory on a disk-backed filesystem (not tmpfs), removed on drop.
+/// `mkfs.sixfs -q --size SIZE IMG`, which must succeed.
+pub fn mkfs_quiet(img: &Path, size: &str) {
+    run(
+        "mkfs-sixfs",
+        [
+            "-q".as_ref(),
+            "--size".as_ref(),
+            size.as_ref(),
+            img.as_os_str(),
+        ],
+    )
+    .expect_code(0);
+}
+
 pub fn scratch() -> tempfile::TempDir {
     let base = std::env::var_os("SIXFS_TEST_DIR")
         .map(PathBuf::from)

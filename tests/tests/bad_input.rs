@@ -10,7 +10,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use sixfs_e2e::{file_digest, run, scratch};
+use sixfs_e2e::{file_digest, mkfs_quiet, run, scratch};
 
 /// Runs every read-only tool on `img` and checks each fails cleanly mentioning `needle`,
 /// leaving the file unchanged.
@@ -66,16 +66,7 @@ fn truncated_random_and_zero_images_are_refused() {
     // filesystem they describe. Every tool refuses it naming both sizes; fsck reports it as
     // an error it cannot correct (exit 4) in every mode; nothing is written.
     let cut = d.path().join("cut.img");
-    run(
-        "mkfs-sixfs",
-        [
-            "-q".as_ref(),
-            "--size".as_ref(),
-            "64M".as_ref(),
-            cut.as_os_str(),
-        ],
-    )
-    .expect_code(0);
+    mkfs_quiet(&cut, "64M");
     std::fs::OpenOptions::new()
         .write(true)
         .open(&cut)
@@ -130,16 +121,7 @@ fn truncated_random_and_zero_images_are_refused() {
 fn checksummed_superblocks_with_absurd_sizes_are_refused() {
     let d = scratch();
     let img = d.path().join("absurd.img");
-    run(
-        "mkfs-sixfs",
-        [
-            "-q".as_ref(),
-            "--size".as_ref(),
-            "64M".as_ref(),
-            img.as_os_str(),
-        ],
-    )
-    .expect_code(0);
+    mkfs_quiet(&img, "64M");
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -6,7 +6,7 @@
     reason = "test code"
 )]
 
-use sixfs_e2e::{file_digest, run, scratch};
+use sixfs_e2e::{file_digest, mkfs_quiet, run, scratch};
 
 #[test]
 fn show_super_shows_the_label_uuid_and_sizes_given_to_mkfs() {
@@ -219,16 +219,7 @@ fn mkfs_refuses_bad_sizes_with_a_clear_message_and_no_write() {
         .unwrap()
         .set_len(32 << 20)
         .unwrap();
-    run(
-        "mkfs-sixfs",
-        [
-            "-q".as_ref(),
-            "--size".as_ref(),
-            "64M".as_ref(),
-            img.as_os_str(),
-        ],
-    )
-    .expect_code(0);
+    mkfs_quiet(&img, "64M");
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 64 << 20);
     run(
         "mkfs-sixfs",
@@ -246,16 +237,7 @@ fn mkfs_refuses_bad_sizes_with_a_clear_message_and_no_write() {
 fn mkfs_on_a_sparse_terabyte_allocates_almost_nothing() {
     let d = scratch();
     let img = d.path().join("tb.img");
-    run(
-        "mkfs-sixfs",
-        [
-            "-q".as_ref(),
-            "--size".as_ref(),
-            "1T".as_ref(),
-            img.as_os_str(),
-        ],
-    )
-    .expect_code(0);
+    mkfs_quiet(&img, "1T");
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(&img).unwrap();
     assert_eq!(m.len(), 1 << 40);
@@ -361,16 +343,7 @@ fn a_busy_image_is_neither_grown_nor_written() {
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 32 << 20, "grown");
     assert_eq!(file_digest(&img), before, "written");
     drop(held);
-    run(
-        "mkfs-sixfs",
-        [
-            "-q".as_ref(),
-            "--size".as_ref(),
-            "64M".as_ref(),
-            img.as_os_str(),
-        ],
-    )
-    .expect_code(0);
+    mkfs_quiet(&img, "64M");
 }
 
 /// Makes a `size`-byte image with an external mkfs, or says why it cannot.

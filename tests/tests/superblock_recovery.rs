@@ -8,7 +8,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use sixfs_e2e::{file_digest, run, scratch};
+use sixfs_e2e::{file_digest, mkfs_quiet, run, scratch};
 
 #[test]
 fn garbage_primary_is_survived_and_repaired_by_fsck() {
@@ -73,16 +73,7 @@ fn garbage_primary_is_survived_and_repaired_by_fsck() {
 }
 
 fn mkfs_64m(img: &std::path::Path) {
-    run(
-        "mkfs-sixfs",
-        [
-            "-q".as_ref(),
-            "--size".as_ref(),
-            "64M".as_ref(),
-            img.as_os_str(),
-        ],
-    )
-    .expect_code(0);
+    mkfs_quiet(img, "64M");
 }
 
 /// Byte offsets of the three copies of a 64 MiB image.

@@ -99,3 +99,14 @@ pub fn check_ok(bt: &Btree) {
         r.problems.join("\n")
     );
 }
+
+/// The newest seq a crash in `epoch` of a recording must keep: the largest seq among the
+/// acknowledgements `(flushes of the recording completed when the durability call returned,
+/// seq it made durable)` whose flush count is at most `epoch`.
+pub fn required_seq(acks: &[(u64, u64)], epoch: usize) -> u64 {
+    acks.iter()
+        .filter(|(f, _)| *f <= epoch as u64)
+        .map(|a| a.1)
+        .max()
+        .unwrap_or(0)
+}
