@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// Inspect sixfs images (offline and read-only: nothing is written to the device; the
 /// journal is replayed in memory when a view needs the current keys).
 ///
-/// Exit status: 0 on success, 1 on error.
+/// Exit status: 0 on success, 1 on error, 2 on a command-line usage error.
 #[derive(Parser, Debug)]
 #[command(name = "sixfs-debug", version, about, long_about)]
 struct Cli {

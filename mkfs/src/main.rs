@@ -17,7 +17,7 @@ use sixfs::units::parse_size;
 /// -f is given, and a mounted device unless -f is given twice. Formatting writes only the
 /// superblock areas and the initial metadata, never the whole device.
 ///
-/// Exit status: 0 on success, 1 on any error or refusal.
+/// Exit status: 0 on success, 1 on any error or refusal, 2 on a command-line usage error.
 #[derive(Parser, Debug)]
 #[command(name = "mkfs.sixfs", version, about, long_about)]
 struct Cli {

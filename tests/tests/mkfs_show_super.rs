@@ -185,6 +185,17 @@ fn mkfs_refuses_bad_sizes_with_a_clear_message_and_no_write() {
             ],
             "bucket size 524288 is smaller than the btree node size 1048576",
         ),
+        (
+            &[
+                "--size",
+                "64M",
+                "--block-size",
+                "4K",
+                "--btree-node-size",
+                "8K",
+            ],
+            "btree node size 8192 is smaller than 4 blocks (16384 bytes for 4096-byte blocks)",
+        ),
         (&["--size", "1M"], "the minimum with 524288-byte buckets is"),
         (
             &["--size", "64M", "--compression", "zstd:99"],

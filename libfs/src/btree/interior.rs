@@ -152,12 +152,15 @@ fn ptr_key(n: &Node) -> Key {
 /// it is in flight), drops its pins, dirty entry and cache entry.
 fn retire(bt: &Btree, old: &Arc<Node>) {
     old.set_dead();
-    let (a, b) = {
+    {
+        // Pins are released under `ws`, as in `io::write_node`.
         let mut ws = old.ws.lock();
-        (ws.unwritten_pin.take(), ws.inflight_pin.take())
-    };
-    for p in [a, b].into_iter().flatten() {
-        bt.journal.pin_put(p);
+        for p in [ws.unwritten_pin.take(), ws.inflight_pin.take()]
+            .into_iter()
+            .flatten()
+        {
+            bt.journal.pin_put(p);
+        }
     }
     bt.dirty.lock().remove(&old.addr);
     bt.cache.remove(old.addr);

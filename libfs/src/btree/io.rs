@@ -356,25 +356,37 @@ pub(crate) fn write_node(bt: &Btree, node: &Arc<Node>) -> Result<(), BtreeError>
     let Some((buf, offset)) = sealed? else {
         return Ok(());
     };
+    // The write is in flight from here until its pin is released (a delay widens that
+    // window for tests; an error fails the write like the device would).
+    if let Some(e) = crate::fault!("btree:node_write") {
+        let e = BtreeError::Injected {
+            site: e.site,
+            errno: e.errno,
+        };
+        bt.set_error(&e.to_string());
+        return Err(e);
+    }
     let r = bt.dev.write_at(&buf, node.addr * 512 + offset);
     if let Err(e) = r {
         bt.set_error(&e.to_string());
         return Err(e.into());
     }
     bt.counters.node_writes.fetch_add(1, Ordering::Relaxed);
-    let pin = {
+    {
+        // The pin is released under `ws`, together with clearing it there: reclaim, which
+        // reads node pins under `ws`, never sees a node clean whose pin the journal still
+        // counts (it would then take the pin for one nobody will release, and call the
+        // journal full). And before `io`: whoever waits on `io` for this write finds it gone.
         let mut ws = node.ws.lock();
         ws.written_bytes = offset + buf.len() as u64;
-        let pin = ws.inflight_pin.take();
+        if let Some(p) = ws.inflight_pin.take() {
+            bt.journal.pin_put(p);
+        }
         if !ws.is_dirty() {
             bt.dirty.lock().remove(&node.addr);
         }
-        pin
-    };
-    drop(io);
-    if let Some(p) = pin {
-        bt.journal.pin_put(p);
     }
+    drop(io);
     Ok(())
 }
 

@@ -317,7 +317,9 @@ impl Btree {
         self.flush_pins_upto(u64::MAX)
     }
 
-    /// Writes back dirty nodes whose oldest unwritten key has seq ≤ `upto`.
+    /// Writes back dirty nodes whose oldest unwritten key has seq ≤ `upto`, and waits for
+    /// writes of such nodes already in flight (started by another thread): on return no
+    /// pin ≤ `upto` taken before the call is held by a node.
     pub fn flush_pins_upto(&self, upto: u64) -> Result<(), BtreeError> {
         // Lock order is `ws` before `dirty` (a commit marks a node dirty holding its `ws`):
         // copy the dirty list, then look at each node's write state.
@@ -325,8 +327,16 @@ impl Btree {
         let mut v: Vec<(u64, Arc<Node>)> = dirty
             .into_iter()
             .filter_map(|n| {
-                let p = n.ws.lock().unwritten_pin.filter(|&p| p <= upto);
-                p.map(|p| (p, n))
+                let p = {
+                    let ws = n.ws.lock();
+                    // An in-flight write holds its pin until it completes; `write_node`
+                    // takes the node's `io` lock first, so it waits for that write.
+                    match (ws.unwritten_pin, ws.inflight_pin) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                };
+                p.filter(|&p| p <= upto).map(|p| (p, n))
             })
             .collect();
         v.sort_by_key(|(p, _)| *p);

@@ -88,6 +88,18 @@ pub(crate) fn child_ptr(n: &Node, pos: Pos) -> Result<(Pos, BtreePtr), TransErro
         ));
     }
     let p = BtreePtr::decode(k.val).map_err(|e| corrupt_node(n, e.to_string()))?;
+    // The child found must cover `pos`: a gap between children (a checksum-valid but wrong
+    // pointer) would otherwise hand back a node that does not hold `pos`, and a commit or a
+    // backwards step would take it again and again.
+    if p.min_pos > pos {
+        return Err(corrupt_node(
+            n,
+            format!(
+                "no child covers {pos}: the next child covers {}..={}",
+                p.min_pos, k.pos
+            ),
+        ));
+    }
     Ok((k.pos, p))
 }
 
@@ -169,6 +181,14 @@ impl<'a> BtreeTrans<'a> {
                 root.lock.unlock(rt);
                 bt.counters.retraverse(RestartReason::RootChanged);
                 continue 'top;
+            }
+            if !root.covers(pos) {
+                let e = corrupt_node(
+                    &root,
+                    format!("the root covers {}..={}, not {pos}", root.min, root.max),
+                );
+                root.lock.unlock(rt);
+                return Err(e);
             }
             let mut cur = root;
             let mut cur_t = rt;

@@ -6,7 +6,8 @@
 //! mapper, md) — formatting `/dev/sda` while `/dev/sda1` is mounted is refused. An image file
 //! is mounted if a loop device backed by it (`/sys/block/loop*/loop/backing_file`, compared by
 //! device and inode), or a partition of that loop device, is mounted, or if a mount's source
-//! is the file itself (FUSE mounts such as `mount.sixfs`).
+//! is the file itself (FUSE mounts such as `mount.sixfs`). A filesystem that shows an anonymous
+//! device number in mountinfo (btrfs: `0:N`) is matched by the block device its source names.
 //!
 //! The check fails closed: if mountinfo cannot be read, the answer is an error, never "not
 //! mounted". Mountinfo is read as bytes (paths need not be UTF-8).
@@ -187,6 +188,14 @@ pub fn mounted_at(path: &Path) -> Result<Vec<PathBuf>, DevError> {
     for m in mounts {
         let by_dev = devs.contains(&(m.major, m.minor));
         let by_src = canon.as_ref().is_some_and(|c| m.source == *c);
+        // Filesystems on an anonymous device number (btrfs, overlays: major 0) name the real
+        // device only as their source: compare that device's number too.
+        let by_src_dev = m.major == 0
+            && m.source.is_absolute()
+            && std::fs::metadata(&m.source).is_ok_and(|s| {
+                s.file_type().is_block_device() && devs.contains(&major_minor(s.rdev()))
+            });
+        let by_dev = by_dev || by_src_dev;
         if (by_dev || by_src) && !out.contains(&m.mount_point) {
             out.push(m.mount_point);
         }

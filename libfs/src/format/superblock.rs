@@ -87,6 +87,10 @@ pub const LABEL_MAX: usize = 32;
 pub const BLOCK_SIZE_RANGE: (u32, u32) = (512, 65536);
 /// Smallest and largest btree node sizes.
 pub const BTREE_NODE_SIZE_RANGE: (u32, u32) = (4096, 1 << 20);
+/// A btree node holds at least this many blocks: every node entry is padded to a block, and
+/// a node must hold its first entry plus appends (with two blocks a tree of small keys cannot
+/// grow without splitting forever).
+pub const MIN_BLOCKS_PER_NODE: u32 = 4;
 /// Smallest and largest bucket sizes.
 pub const BUCKET_SIZE_RANGE: (u32, u32) = (4096, 64 << 20);
 /// Sequence numbers (superblock `seq`, journal seqs in the clean section and the blacklist)
@@ -413,13 +417,17 @@ impl Superblock {
             );
         }
         if !is_pow2_in(self.btree_node_size, BTREE_NODE_SIZE_RANGE)
-            || self.btree_node_size < self.block_size
+            || u64::from(self.btree_node_size)
+                < u64::from(MIN_BLOCKS_PER_NODE) * u64::from(self.block_size)
         {
             return inv(
                 "btree_node_size",
                 format!(
-                    "{} is not a power of two in {:?} and at least the block size {}",
-                    self.btree_node_size, BTREE_NODE_SIZE_RANGE, self.block_size
+                    "{} is not a power of two in {:?} and at least {MIN_BLOCKS_PER_NODE} blocks \
+                     ({} bytes)",
+                    self.btree_node_size,
+                    BTREE_NODE_SIZE_RANGE,
+                    u64::from(MIN_BLOCKS_PER_NODE) * u64::from(self.block_size)
                 ),
             );
         }

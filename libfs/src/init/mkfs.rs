@@ -19,8 +19,8 @@ use crate::format::btree_id::BtreeId;
 use crate::format::probe::{Signature, TAIL_PROBE_BYTES};
 use crate::format::superblock::{
     BLOCK_SIZE_RANGE, BTREE_NODE_SIZE_RANGE, BUCKET_SIZE_RANGE, BucketRange, CleanSection,
-    CompatFeatures, FsOptions, JOURNAL_BUCKETS_MAX, LABEL_MAX, MIN_BUCKETS, SB_MAX_BYTES,
-    SB_PRIMARY_OFFSET, SB_VERSION, SbFlags, SbLayout, Superblock,
+    CompatFeatures, FsOptions, JOURNAL_BUCKETS_MAX, LABEL_MAX, MIN_BLOCKS_PER_NODE, MIN_BUCKETS,
+    SB_MAX_BYTES, SB_PRIMARY_OFFSET, SB_VERSION, SbFlags, SbLayout, Superblock,
 };
 use crate::recovery::open::{btree_config, encode_roots, node_allocator};
 use crate::sb::{self, SbError};
@@ -176,9 +176,12 @@ pub fn plan_geometry(
         .bucket_size
         .unwrap_or(DEFAULT_BUCKET_SIZE.max(btree_node_size));
     check_pow2("bucket size", bucket_size, BUCKET_SIZE_RANGE)?;
-    if btree_node_size < block_size {
+    let min_node = u64::from(MIN_BLOCKS_PER_NODE) * u64::from(block_size);
+    if u64::from(btree_node_size) < min_node {
         return Err(MkfsError::Invalid(format!(
-            "btree node size {btree_node_size} is smaller than the block size {block_size}"
+            "btree node size {btree_node_size} is smaller than {MIN_BLOCKS_PER_NODE} blocks \
+             ({min_node} bytes for {block_size}-byte blocks): choose --btree-node-size \
+             {min_node} or more, or a smaller --block-size"
         )));
     }
     if bucket_size < btree_node_size {

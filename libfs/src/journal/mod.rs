@@ -51,6 +51,9 @@ use crate::format::jset::{
 pub const LEAD: u64 = 32;
 /// Closed jsets kept in memory before a reservation must wait for writes.
 const MAX_CLOSED: usize = 4;
+/// Full-release rounds reclaim tries, while each frees something, before the journal is
+/// called full.
+const RECLAIM_ROUNDS: u32 = 8;
 
 /// Errors of the journal layer.
 #[derive(Debug, thiserror::Error)]
@@ -631,6 +634,9 @@ impl Journal {
             // before it), or when the journal nears the LEAD limit.
             let flush = (s.flush_wanted > s.seq_durable && c.seq >= s.flush_wanted)
                 || c.seq + 2 >= s.seq_durable + LEAD;
+            // What the entries end at: a jset put back unwritten is cut back to it, so the
+            // next attempt appends roots and usage once, after the entries, not after padding.
+            let unsealed = c.buf.len();
             Self::append_roots(&mut s, c.seq, &mut c.buf);
             if !s.usage.is_empty() {
                 let u: Vec<(UsageCounter, u64)> = s.usage.iter().map(|(c, v)| (*c, *v)).collect();
@@ -655,6 +661,7 @@ impl Journal {
                         "no free journal bucket for seq {} (oldest needed seq {})",
                         c.seq, s.last_seq_ondisk
                     );
+                    c.buf.truncate(unsealed);
                     s.closed.push_front(c);
                     return Err(JournalError::Full(msg));
                 }
@@ -742,24 +749,37 @@ impl Journal {
             cb.flush_pins(upto).map_err(JournalError::Reclaim)?;
         }
         self.flush_all()?;
-        let s = self.state.lock();
-        if self.free_bytes(&s) < self.reserve_floor(&s) + self.geo.jset_max() as u64 {
-            // Release everything and try once more.
-            drop(s);
+        // Not enough: release everything. A round can fall short without anything being
+        // stuck — the jset that records the new `last_seq` fixes it when it is closed, while
+        // reservations taken just before may still pin their seqs — so go on while rounds
+        // make progress, and call the journal full only when a whole round frees nothing.
+        let mut last = self.state.lock().last_seq_ondisk;
+        let mut round = 0u32;
+        loop {
+            {
+                let s = self.state.lock();
+                if self.free_bytes(&s) >= self.reserve_floor(&s) + self.geo.jset_max() as u64 {
+                    return Ok(());
+                }
+                if round > 0 && (s.last_seq_ondisk == last || round > RECLAIM_ROUNDS) {
+                    let oldest = s.pins.keys().next().copied();
+                    return Err(JournalError::Full(format!(
+                        "{} bytes free after reclaim (oldest pinned seq {}, newest {}); the \
+                         journal ({} buckets) is too small",
+                        self.free_bytes(&s),
+                        oldest.map_or_else(|| "none".to_string(), |p| p.to_string()),
+                        s.cur_seq,
+                        self.geo.buckets.len()
+                    )));
+                }
+                last = s.last_seq_ondisk;
+            }
             if let Some(cb) = self.reclaim.lock().as_ref().and_then(Weak::upgrade) {
                 cb.flush_pins(u64::MAX).map_err(JournalError::Reclaim)?;
             }
             self.flush_all()?;
-            let s = self.state.lock();
-            if self.free_bytes(&s) < self.reserve_floor(&s) + self.geo.jset_max() as u64 {
-                return Err(JournalError::Full(format!(
-                    "{} bytes free after reclaim; the journal ({} buckets) is too small",
-                    self.free_bytes(&s),
-                    self.geo.buckets.len()
-                )));
-            }
+            round += 1;
         }
-        Ok(())
     }
 
     /// Whether less than half the ring is free (background reclaim should run).

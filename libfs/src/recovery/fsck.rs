@@ -18,8 +18,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::problems::ProblemId;
+use crate::btree::BtreeError;
 use crate::dev::file::{FileDevice, OpenOptions};
 use crate::dev::{BlockDevice, DevError, mounts};
+use crate::journal::JournalError;
 use crate::sb::{self, CopyReport, CopyStatus, SbError};
 
 /// What to do about problems found.
@@ -160,8 +162,26 @@ fn decide(policy: FixPolicy, id: ProblemId, question: &str, prompt: &mut dyn Pro
     }
 }
 
-/// Opens the store read-only (journal replayed on an overlay) and checks every btree.
-fn btree_pass(dev: &Arc<dyn BlockDevice>, name: &str, problems: &mut Vec<Found>) {
+/// A device error inside an open or check failure: fsck could not read what it checks, which
+/// is an operational error (exit 8), not a problem found in the filesystem (exit 4).
+fn device_error(e: super::OpenError) -> Result<DevError, super::OpenError> {
+    use super::OpenError as O;
+    match e {
+        O::Dev(d)
+        | O::Sb(SbError::Dev(d))
+        | O::Btree(BtreeError::Dev(d))
+        | O::Journal(JournalError::Dev(d)) => Ok(d),
+        other => Err(other),
+    }
+}
+
+/// Opens the store read-only (journal replayed on an overlay) and checks every btree. Problems
+/// found go to `problems`; a device error reading it is returned.
+fn btree_pass(
+    dev: &Arc<dyn BlockDevice>,
+    name: &str,
+    problems: &mut Vec<Found>,
+) -> Result<(), FsckError> {
     let overlay: Arc<dyn BlockDevice> = Arc::new(crate::dev::OverlayDevice::new(dev.clone()));
     let push = |problems: &mut Vec<Found>, id: ProblemId, message: String| {
         problems.push(Found {
@@ -179,12 +199,16 @@ fn btree_pass(dev: &Arc<dyn BlockDevice>, name: &str, problems: &mut Vec<Found>)
     ) {
         Ok(s) => s,
         Err(e) => {
+            let e = match device_error(e) {
+                Ok(d) => return Err(FsckError::Dev(d)),
+                Err(e) => e,
+            };
             let id = match e {
                 super::OpenError::Btree(_) => ProblemId::BtreeStructure,
                 _ => ProblemId::JournalUnrecoverable,
             };
             push(problems, id, format!("{name}: cannot open the btrees: {e}"));
-            return;
+            return Ok(());
         }
     };
     match crate::btree::check::check(store.btree()) {
@@ -193,8 +217,10 @@ fn btree_pass(dev: &Arc<dyn BlockDevice>, name: &str, problems: &mut Vec<Found>)
                 push(problems, ProblemId::BtreeStructure, format!("{name}: {p}"));
             }
         }
+        Err(BtreeError::Dev(d)) => return Err(FsckError::Dev(d)),
         Err(e) => push(problems, ProblemId::BtreeStructure, format!("{name}: {e}")),
     }
+    Ok(())
 }
 
 /// Checks an opened device. The device must be writable unless the policy is
@@ -238,6 +264,7 @@ pub fn fsck_device(
     };
     let mut problems = Vec::new();
     let mut wrote = false;
+    let mut write_err: Option<SbError> = None;
     for c in read.bad_copies() {
         let (id, what) = match &c.status {
             CopyStatus::Stale { .. } => (ProblemId::SbCopyStale, c.status.to_string()),
@@ -252,11 +279,17 @@ pub fn fsck_device(
                 id,
                 &format!("{message}. Rewrite it from the newest copy?"),
                 prompt,
-            ) && {
-                sb::write_copy(&**dev, &read.sb, c.offset)?;
-                wrote = true;
-                true
-            };
+            ) && write_err.is_none()
+                && match sb::write_copy(&**dev, &read.sb, c.offset) {
+                    Ok(()) => {
+                        wrote = true;
+                        true
+                    }
+                    Err(e) => {
+                        write_err = Some(e);
+                        false
+                    }
+                };
         problems.push(Found {
             id,
             number: id.info().number,
@@ -264,10 +297,14 @@ pub fn fsck_device(
             fixed,
         });
     }
+    // Copies already rewritten are flushed even when a later rewrite failed.
     if wrote {
         dev.flush()?;
     }
-    btree_pass(dev, &name, &mut problems);
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    btree_pass(dev, &name, &mut problems)?;
     Ok(FsckReport {
         device: name,
         superblock_copies: read.copies,
