@@ -1354,7 +1354,7 @@ pub(crate) mod tests {
         )
             .prop_map(
                 |((lb, ln, lx), (head, tail, xf, xb), journal, reverse_journal, offset_pick)| {
-                    let log_node = ln.max(lb).max(12);
+                    let log_node = ln.max(lb + 2).max(12);
                     Shape {
                         log_block: lb,
                         log_node,
@@ -1373,8 +1373,8 @@ pub(crate) mod tests {
     }
 
     /// Geometry from a shape: standard and non-standard layouts (1..=4 copies, 1 or 2 at the
-    /// head, 0..=2 after the buckets), block sizes up to 64K, buckets up to the maximum,
-    /// 1..=4 journal ranges.
+    /// head, 0..=2 after the buckets), block sizes up to 64K (nodes of at least 4 blocks),
+    /// buckets up to the maximum, 1..=4 journal ranges.
     fn shaped(sh: &Shape) -> Superblock {
         let block = 1u32 << sh.log_block;
         let node = 1u32 << sh.log_node;
