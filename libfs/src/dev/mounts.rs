@@ -165,6 +165,28 @@ fn loops_backed_by(dev: u64, ino: u64) -> Vec<(u32, u32)> {
     out
 }
 
+/// The device number of the block device at `path` (`None`: not one, or unreadable).
+fn block_dev_number(path: &Path) -> Option<(u32, u32)> {
+    let m = std::fs::metadata(path).ok()?;
+    m.file_type()
+        .is_block_device()
+        .then(|| major_minor(m.rdev()))
+}
+
+/// Whether mount `m` is on one of `devs`: by the device number mountinfo shows, or — for
+/// filesystems on an anonymous device number (btrfs, overlays: major 0), which name the real
+/// device only as their source — by the number of the block device its source names.
+fn on_devices(
+    m: &Mount,
+    devs: &[(u32, u32)],
+    dev_number: impl Fn(&Path) -> Option<(u32, u32)>,
+) -> bool {
+    devs.contains(&(m.major, m.minor))
+        || (m.major == 0
+            && m.source.is_absolute()
+            && dev_number(&m.source).is_some_and(|d| devs.contains(&d)))
+}
+
 /// Mount points where `path` (a block device or image file), a partition of it or a device
 /// stacked on it is mounted; empty if none. Fails if it cannot tell (unreadable mountinfo).
 pub fn mounted_at(path: &Path) -> Result<Vec<PathBuf>, DevError> {
@@ -186,17 +208,8 @@ pub fn mounted_at(path: &Path) -> Result<Vec<PathBuf>, DevError> {
     let canon = std::fs::canonicalize(path).ok();
     let mut out = Vec::new();
     for m in mounts {
-        let by_dev = devs.contains(&(m.major, m.minor));
         let by_src = canon.as_ref().is_some_and(|c| m.source == *c);
-        // Filesystems on an anonymous device number (btrfs, overlays: major 0) name the real
-        // device only as their source: compare that device's number too.
-        let by_src_dev = m.major == 0
-            && m.source.is_absolute()
-            && std::fs::metadata(&m.source).is_ok_and(|s| {
-                s.file_type().is_block_device() && devs.contains(&major_minor(s.rdev()))
-            });
-        let by_dev = by_dev || by_src_dev;
-        if (by_dev || by_src) && !out.contains(&m.mount_point) {
+        if (on_devices(&m, &devs, block_dev_number) || by_src) && !out.contains(&m.mount_point) {
             out.push(m.mount_point);
         }
     }
@@ -206,6 +219,30 @@ pub fn mounted_at(path: &Path) -> Result<Vec<PathBuf>, DevError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mount_on_an_anonymous_device_is_matched_by_its_source() {
+        let mount = |major, minor, source: &str| Mount {
+            major,
+            minor,
+            mount_point: PathBuf::from("/mnt"),
+            source: PathBuf::from(source),
+        };
+        // A fake device-number lookup: /dev/sda1 is 8:1, nothing else is a block device.
+        let num = |p: &Path| (p == Path::new("/dev/sda1")).then_some((8, 1));
+        let devs = [(8, 0), (8, 1)]; // /dev/sda and its partition
+        // btrfs on /dev/sda1 shows 0:45 in mountinfo: found through its source.
+        assert!(on_devices(&mount(0, 45, "/dev/sda1"), &devs, num));
+        // ext4 on /dev/sda1 shows 8:1: found by number.
+        assert!(on_devices(&mount(8, 1, "/dev/sda1"), &devs, num));
+        // Other disks, pseudo sources and relative sources are not ours.
+        assert!(!on_devices(&mount(0, 45, "/dev/sdb1"), &devs, num));
+        assert!(!on_devices(&mount(0, 22, "tmpfs"), &devs, num));
+        assert!(!on_devices(&mount(8, 17, "/dev/sdb1"), &devs, num));
+        // A source naming our device under a real (non-zero) number of another device is
+        // matched by that number only (mountinfo's number is the truth there).
+        assert!(!on_devices(&mount(253, 0, "/dev/sda1"), &devs, num));
+    }
 
     #[test]
     fn unescape_handles_octal() {
