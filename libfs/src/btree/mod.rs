@@ -331,10 +331,7 @@ impl Btree {
                     let ws = n.ws.lock();
                     // An in-flight write holds its pin until it completes; `write_node`
                     // takes the node's `io` lock first, so it waits for that write.
-                    match (ws.unwritten_pin, ws.inflight_pin) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
+                    ws.unwritten_pin.into_iter().chain(ws.inflight_pin).min()
                 };
                 p.filter(|&p| p <= upto).map(|p| (p, n))
             })
